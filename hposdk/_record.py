@@ -1,0 +1,164 @@
+"""The durable study record: an append-only JSON-lines journal, one file per study.
+
+Why a journal of our own rather than an Optuna storage: a trial costs one ``write`` + ``flush``
+(tens of microseconds) against ~4 ms for Optuna's journal file and ~30 ms for SQLite here, and the
+same record serves every backend. Each line is a complete event; the file is flushed after every
+event, so killing the driver (``kill -9``) loses at most the trials that were running, and a line
+cut short by the kill is ignored on reading.
+
+Events: ``study`` (the header: configuration), ``start`` (a trial began: number, params, budget,
+attempt), ``report`` (an intermediate report), ``finish`` (the full TrialResult), ``note``
+(free-form, e.g. an interruption).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .exceptions import StudyRecordError
+from .result import ReportRecord, TrialResult, dumps_line
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Started:
+    """A trial that started but has no finish event (running, or lost in a crash)."""
+
+    number: int
+    params: dict[str, Any]
+    budget: float | None
+    attempt: int
+    started_at: float
+    reports: list[ReportRecord] = field(default_factory=list)
+
+
+@dataclass
+class RecordState:
+    """What a journal holds: its header, finished trials and unfinished ones."""
+
+    header: dict[str, Any]
+    finished: dict[int, TrialResult]
+    unfinished: dict[int, Started]
+    notes: list[dict[str, Any]]
+
+    @property
+    def next_number(self) -> int:
+        numbers = list(self.finished) + list(self.unfinished)
+        return max(numbers) + 1 if numbers else 0
+
+
+def read_record(path: str | Path) -> RecordState:
+    """Replay a journal file.
+
+    Raises:
+        StudyRecordError: the file is missing, has no header or is not an hposdk record.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StudyRecordError(f"no study record at {path}")
+    header: dict[str, Any] | None = None
+    finished: dict[int, TrialResult] = {}
+    unfinished: dict[int, Started] = {}
+    notes: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            if i >= len(lines) - 1:  # the last line, cut short by a crash mid-write
+                warnings.warn(f"{path}: ignoring an incomplete last line (the driver was killed mid-write)",
+                              stacklevel=2)
+                continue
+            raise StudyRecordError(f"{path}, line {i}: not JSON; the record is corrupt") from None
+        kind = ev.get("event")
+        if kind == "study":
+            header = ev
+        elif kind == "start":
+            unfinished[ev["number"]] = Started(
+                ev["number"], ev["params"], ev.get("budget"), ev.get("attempt", 1), ev.get("t", 0.0)
+            )
+        elif kind == "report":
+            run = unfinished.get(ev["number"])
+            if run is not None:
+                run.reports.append(ReportRecord(step=ev["step"], metrics=ev["metrics"], time=ev.get("time", 0.0)))
+        elif kind == "finish":
+            trial = TrialResult.model_validate(ev["trial"])
+            finished[trial.number] = trial
+            unfinished.pop(trial.number, None)
+        elif kind == "note":
+            notes.append(ev)
+    if header is None:
+        raise StudyRecordError(f"{path}: no study header; not an hposdk study record")
+    if header.get("version", 0) > FORMAT_VERSION:
+        raise StudyRecordError(
+            f"{path}: written by a newer hposdk (record format {header['version']}); upgrade hposdk"
+        )
+    return RecordState(header, finished, unfinished, notes)
+
+
+class Journal:
+    """Appends events to a study record; every event is flushed before the call returns."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if new and header is None:
+            raise StudyRecordError(f"cannot open {self.path}: no record there and no header given")
+        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        if not new:
+            self._ensure_newline()
+        if new and header is not None:
+            self._write({"event": "study", "version": FORMAT_VERSION, "created": time.time(), **header})
+
+    def _ensure_newline(self) -> None:
+        # A crash may have left a partial last line; start our events on a fresh line.
+        with open(self.path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                self._write_raw("\n")
+
+    def _write_raw(self, text: str) -> None:
+        if self._fh is None:
+            raise StudyRecordError(f"{self.path} is closed")
+        self._fh.write(text)
+        self._fh.flush()
+
+    def _write(self, event: dict[str, Any]) -> None:
+        self._write_raw(dumps_line(event) + "\n")
+
+    def start(self, number: int, params: dict[str, Any], budget: float | None, attempt: int) -> None:
+        """A trial started."""
+        self._write({"event": "start", "number": number, "params": params, "budget": budget,
+                     "attempt": attempt, "t": time.time()})
+
+    def report(self, number: int, step: int, metrics: dict[str, float], t: float) -> None:
+        """A trial reported intermediate metrics."""
+        self._write({"event": "report", "number": number, "step": step, "metrics": metrics, "time": t})
+
+    def finish(self, trial: TrialResult) -> None:
+        """A trial finished (in any state)."""
+        self._write({"event": "finish", "trial": trial.model_dump(mode="json")})
+
+    def note(self, **fields: Any) -> None:
+        """A free-form event (interruptions, resumes)."""
+        self._write({"event": "note", "t": time.time(), **fields})
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,83 @@
+"""Exact translation of an hposdk space to Optuna distributions, and back.
+
+| hposdk                          | Optuna                                   | why                           |
+|---------------------------------|------------------------------------------|-------------------------------|
+| Uniform(lo, hi)                 | FloatDistribution(lo, hi)                | same                          |
+| Uniform(lo, hi, step)           | FloatDistribution(lo, hi, step=step)     | both are ``lo + k*step``      |
+| LogUniform(lo, hi) (any base)   | FloatDistribution(lo, hi, log=True)      | log-uniform is base-free      |
+| LogUniform(lo, hi, base, step)  | IntDistribution(0, n) over the grid index | Optuna refuses log+step       |
+| Integer(lo, hi, step, log)      | IntDistribution(lo, hi, step, log)       | both inclusive                |
+| Discrete(choices)               | CategoricalDistribution(choices)         | index-encoded when two choices |
+|                                 |                                          | compare equal (1 and True)    |
+
+Values coming back are snapped to the exact hposdk value (``0.30000000000000004`` -> ``0.3``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..spaces import Discrete, Integer, LogUniform, SearchSpace, Uniform
+
+__all__ = ["decode", "encode", "to_optuna"]
+
+
+def _index_encoded(p: Any) -> bool:
+    return (isinstance(p, LogUniform) and p.step is not None) or (
+        isinstance(p, Discrete) and p.has_ambiguous_choices
+    )
+
+
+def to_optuna(space: SearchSpace) -> dict[str, Any]:
+    """The Optuna distribution of every parameter (pure; imports optuna lazily)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        if isinstance(p, Uniform):
+            out[name] = FloatDistribution(float(p.low), float(p.high),
+                                          step=float(p.step) if p.step is not None else None)
+        elif isinstance(p, LogUniform):
+            if p.step is None:
+                out[name] = FloatDistribution(float(p.low), float(p.high), log=True)
+            else:
+                out[name] = IntDistribution(0, p.n_steps or 0)
+        elif isinstance(p, Integer):
+            out[name] = IntDistribution(p.low, p.high, step=p.step, log=p.log)
+        elif isinstance(p, Discrete):
+            if p.has_ambiguous_choices:
+                out[name] = CategoricalDistribution(list(range(len(p.choices))))
+            else:
+                out[name] = CategoricalDistribution(list(p.choices))
+        else:  # pragma: no cover - the union is closed
+            raise TypeError(f"unknown parameter type {type(p).__name__}")
+    return out
+
+
+def decode(space: SearchSpace, optuna_params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's values -> exact hposdk values."""
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        v = optuna_params[name]
+        if isinstance(p, LogUniform) and p.step is not None:
+            out[name] = p.value_at(int(v))
+        elif isinstance(p, Discrete) and p.has_ambiguous_choices:
+            out[name] = p.choices[int(v)]
+        else:
+            out[name] = p.canonicalize(v)
+    return out
+
+
+def encode(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
+    """hposdk values -> the values Optuna stores for them (inverse of :func:`decode`)."""
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        v = params[name]
+        if isinstance(p, LogUniform) and p.step is not None:
+            grid = p.grid()
+            out[name] = min(range(len(grid)), key=lambda k: abs(float(grid[k]) - float(v)))
+        elif isinstance(p, Discrete) and p.has_ambiguous_choices:
+            out[name] = p.index(v)
+        else:
+            out[name] = v
+    return out

@@ -1,0 +1,466 @@
+"""The local backend: zero infrastructure, the embedded default.
+
+The engine is an in-memory Optuna study (TPE sampling and the pruners), the durable record is
+hposdk's own journal (see ``_record.py``), and trials run in this process (``max_concurrent=1``)
+or in a pool of worker processes (``max_concurrent > 1``, a ``trial_timeout``, or
+``isolate=True``). Worker processes also contain crashes: a trial whose process dies (segfault,
+``os._exit``, out of memory) becomes FAILED and the worker is replaced.
+
+Grid and random proposals come from the space model itself (random is seeded per trial number),
+so they are identical on every backend and across resumes; Optuna only records them, which lets
+its pruners compare all trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import pickle
+import signal
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..exceptions import ConfigError
+from ..result import ReportRecord, TrialState
+from ..trial import Report, Trial
+from . import _optuna
+from ._base import Backend, Capabilities, Outcome, RunSession, StudySpec, check_options, run_objective
+
+__all__ = ["LocalBackend", "LocalOptions"]
+
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+}
+
+
+class LocalOptions(BaseModel):
+    """Options of the local backend (``backend_options``).
+
+    Attributes:
+        isolate: run trials in worker processes even with ``max_concurrent=1`` (crash isolation).
+        start_method: how worker processes start; ``spawn`` is the safe default with threaded
+            libraries (PyTorch, Optuna), ``forkserver``/``fork`` start faster.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    isolate: bool = False
+    start_method: Literal["spawn", "forkserver", "fork"] = "spawn"
+
+
+def _uses_processes(spec: StudySpec) -> bool:
+    opts = spec.backend_options
+    return spec.max_concurrent > 1 or spec.trial_timeout is not None or bool(getattr(opts, "isolate", False))
+
+
+class LocalBackend(Backend):
+    """Runs studies on this machine with grid, random or TPE search and Optuna's pruners."""
+
+    name = "local"
+    extra = None
+    capabilities = Capabilities(
+        optimizers=("grid", "random", "tpe"),
+        pruners=tuple(PRUNERS),
+        parallel=True,
+        resume=True,
+        notes="in-process for max_concurrent=1, worker processes otherwise",
+    )
+    options_model = LocalOptions
+
+    @classmethod
+    def check(cls, spec: StudySpec) -> None:
+        super().check(spec)
+        import optuna
+
+        _optuna.to_optuna(spec.space)  # exact for every parameter type; raises if it were not
+        if spec.optimizer == "grid":
+            spec.space.grid()  # refuses continuous spaces with a clear message
+        if spec.optimizer == "tpe":
+            check_options("optimizer_options (tpe)", spec.optimizer_options, optuna.samplers.TPESampler, {"seed"})
+        elif spec.optimizer_options:
+            raise ConfigError(
+                f"optimizer {spec.optimizer!r} takes no optimizer_options, but got {dict(spec.optimizer_options)}"
+            )
+        if spec.pruner is not None:
+            check_options(f"pruner_options ({spec.pruner})", spec.pruner_options,
+                          getattr(optuna.pruners, PRUNERS[spec.pruner]), set())
+        elif spec.pruner_options:
+            raise ConfigError(f"pruner_options given without a pruner: {dict(spec.pruner_options)}")
+        if _uses_processes(spec):
+            try:
+                pickle.dumps(spec.objective)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same fix
+                raise ConfigError(
+                    "max_concurrent > 1, trial_timeout and isolate=True run trials in worker "
+                    "processes, so the objective must be importable by name (a module-level "
+                    f"function), but {spec.objective!r} cannot be pickled ({exc}). Fix: define it at "
+                    "module level, or use max_concurrent=1 without trial_timeout."
+                ) from None
+
+    def run(self, spec: StudySpec, session: RunSession) -> None:
+        engine = _Engine(spec)
+        engine.restore(session.finished.values())
+        driver = _Driver(spec, session, engine)
+        if _uses_processes(spec):
+            driver.run_pool()
+        else:
+            driver.run_inline()
+
+
+# --- the engine: an in-memory Optuna study -----------------------------------------------------
+
+
+class _Engine:
+    """Proposes params and decides pruning; every trial is mirrored into an Optuna study."""
+
+    def __init__(self, spec: StudySpec) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.spec = spec
+        self.dists = _optuna.to_optuna(spec.space)
+        if spec.optimizer == "tpe":
+            sampler: Any = optuna.samplers.TPESampler(seed=spec.seed, **dict(spec.optimizer_options))
+        else:
+            # Grid and random points are enqueued; this sampler is never asked for a value.
+            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        pruner: Any = optuna.pruners.NopPruner()
+        if spec.pruner is not None:
+            pruner = getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))
+        self.study = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize", sampler=sampler, pruner=pruner)
+        self._grid: deque[dict[str, Any]] | None = None
+        self._taken: set[str] = set()
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return repr(sorted((k, type(v).__name__, v) for k, v in params.items()))
+
+    def restore(self, finished: Any) -> None:
+        """Replay finished trials so the sampler and pruner know them (resume)."""
+        ts = self.optuna.trial.TrialState
+        for t in sorted(finished, key=lambda t: t.number):
+            self._taken.add(self._key(t.params))
+            inter = {r.step: r.metrics[self.spec.metric] for r in t.reports if self.spec.metric in r.metrics}
+            state = {TrialState.COMPLETE: ts.COMPLETE, TrialState.PRUNED: ts.PRUNED}.get(t.state, ts.FAIL)
+            value = t.value if state == ts.COMPLETE else None
+            self.study.add_trial(
+                self.optuna.trial.create_trial(
+                    params=_optuna.encode(self.spec.space, t.params),
+                    distributions=self.dists,
+                    value=value,
+                    state=state,
+                    intermediate_values=inter,
+                )
+            )
+
+    def propose(self, number: int) -> dict[str, Any] | None:
+        """Params for a new trial (None when a grid is exhausted); TPE proposes in :meth:`ask`."""
+        if self.spec.optimizer == "random":
+            return self.spec.space.sample_for_trial(self.spec.seed, number)
+        if self.spec.optimizer == "grid":
+            if self._grid is None:
+                self._grid = deque(self.spec.space.grid())
+            while self._grid:
+                point = self._grid.popleft()
+                if self._key(point) not in self._taken:
+                    self._taken.add(self._key(point))
+                    return point
+            return None
+        return {}  # tpe: the sampler chooses
+
+    def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Start an Optuna trial with ``params`` fixed (or sampled when empty)."""
+        if params:
+            self.study.enqueue_trial(_optuna.encode(self.spec.space, params))
+        otrial = self.study.ask(self.dists)
+        return otrial, _optuna.decode(self.spec.space, otrial.params)
+
+    def report(self, otrial: Any, report: Report | ReportRecord) -> None:
+        value = report.metrics.get(self.spec.metric)
+        if value is not None:
+            otrial.report(value, report.step)
+
+    def should_prune(self, otrial: Any) -> bool:
+        return bool(otrial.should_prune())
+
+    def tell(self, otrial: Any, outcome: Outcome) -> None:
+        ts = self.optuna.trial.TrialState
+        if outcome.state is TrialState.COMPLETE:
+            self.study.tell(otrial, outcome.value)
+        elif outcome.state is TrialState.PRUNED:
+            self.study.tell(otrial, state=ts.PRUNED)
+        else:
+            # A failed trial is told as FAIL so samplers do not keep proposing it as if unknown.
+            self.study.tell(otrial, state=ts.FAIL)
+
+
+# --- the driver: turns proposals into trials, inline or in worker processes --------------------
+
+
+@dataclass
+class _Task:
+    number: int
+    params: dict[str, Any]
+    budget: float | None
+    attempt: int
+    otrial: Any = None
+    started_at: float = 0.0
+    deadline: float | None = None
+
+
+class _LocalTrial(Trial):
+    """The in-process Trial: reports go straight to the engine."""
+
+    def __init__(self, task: _Task, driver: _Driver, params: dict[str, Any]) -> None:
+        super().__init__(task.number, params, budget=task.budget,
+                         workdir=driver.session.trial_dir(task.number), study_name=driver.spec.name)
+        self._task = task
+        self._driver = driver
+        self._decision = False
+
+    def _on_report(self, report: Report) -> None:
+        self._decision = self._driver.on_report(self._task, report)
+
+    def _should_prune(self) -> bool:
+        return self._decision
+
+
+class _Driver:
+    def __init__(self, spec: StudySpec, session: RunSession, engine: _Engine) -> None:
+        self.spec = spec
+        self.session = session
+        self.engine = engine
+        self.retries: deque[_Task] = deque()
+        self.exhausted = False
+        self.budget = spec.budget.max_budget if spec.budget is not None else None
+
+    # --- shared logic -------------------------------------------------------------------------
+    def next_task(self) -> _Task | None:
+        s = self.session
+        if s.remaining() <= 0:
+            return None
+        if self.retries:
+            task = self.retries.popleft()
+            task.attempt += 1
+        elif s.rerun:
+            lost = s.rerun.pop(0)
+            task = _Task(lost.number, lost.params, lost.budget, lost.attempt)
+            self.engine._taken.add(self.engine._key(lost.params))
+        else:
+            if self.exhausted:
+                return None
+            number = s.new_number()
+            params = self.engine.propose(number)
+            if params is None:
+                self.exhausted = True
+                return None
+            task = _Task(number, params, self.budget, 1)
+        task.otrial, task.params = self.engine.ask(task.params)
+        task.started_at = time.time()
+        if self.spec.trial_timeout is not None:
+            task.deadline = time.monotonic() + self.spec.trial_timeout
+        s.start(task.number, task.params, task.budget, task.attempt)
+        return task
+
+    def on_report(self, task: _Task, report: Report | ReportRecord) -> bool:
+        self.engine.report(task.otrial, report)
+        self.session.report(task.number, report)
+        return self.engine.should_prune(task.otrial)
+
+    def on_outcome(self, task: _Task, outcome: Outcome) -> None:
+        self.engine.tell(task.otrial, outcome)
+        retry = (
+            outcome.state is TrialState.FAILED
+            and not outcome.config_error
+            and task.attempt <= self.spec.retries
+            and not self.session.stopping
+        )
+        if retry:
+            self.session.running.pop(task.number, None)
+            self.session.journal.note(kind="retry", number=task.number, attempt=task.attempt,
+                                      error=(outcome.error or "").strip().splitlines()[-1:])
+            self.retries.append(task)
+            return
+        result = self.session.result_from(task.number, task.params, outcome, budget=task.budget,
+                                          attempt=task.attempt, started_at=task.started_at)
+        self.session.finish(result, outcome.accessed, outcome.config_error)
+
+    # --- in this process ----------------------------------------------------------------------
+    def run_inline(self) -> None:
+        while (task := self.next_task()) is not None:
+            trial = _LocalTrial(task, self, self.session.trial_params(task.params))
+            outcome = run_objective(self.spec.objective, trial, self.spec.metric)
+            outcome.accessed &= set(self.spec.space.names) | set(self.spec.fixed)
+            self.on_outcome(task, outcome)
+
+    # --- in worker processes --------------------------------------------------------------------
+    def run_pool(self) -> None:
+        opts = self.spec.backend_options
+        ctx = multiprocessing.get_context(getattr(opts, "start_method", "spawn"))
+        payload = pickle.dumps(self.spec.objective)
+        n_workers = max(1, min(self.spec.max_concurrent, self.session.remaining() or 1))
+        workers = [_Worker(ctx, payload, self.spec.metric) for _ in range(n_workers)]
+        try:
+            self._pool_loop(workers, lambda: _Worker(ctx, payload, self.spec.metric))
+        finally:
+            for w in workers:
+                w.stop()
+
+    def _pool_loop(self, workers: list[_Worker], new_worker: Callable[[], _Worker]) -> None:
+        while True:
+            for i, w in enumerate(workers):
+                if w.task is None and not self.exhausted:
+                    task = self.next_task()
+                    if task is None:
+                        break
+                    if not w.alive():
+                        w.stop()
+                        workers[i] = w = new_worker()
+                    w.assign(task, self.session.trial_dir(task.number), self.session.trial_params(task.params),
+                             self.spec.name)
+            busy = [w for w in workers if w.task is not None]
+            if not busy:
+                return
+            deadlines = [w.task.deadline for w in busy if w.task is not None and w.task.deadline is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout))
+            for i, w in enumerate(workers):
+                task = w.task
+                if task is None:
+                    continue
+                if w.conn in ready or w.proc.sentinel in ready:
+                    finished = self._drain(w, task)
+                    if finished:
+                        continue
+                    if not w.alive():
+                        code = w.proc.exitcode
+                        msg = f"the trial's worker process died ({_describe_exit(code)})"
+                        self.on_outcome(task, _crash_outcome(task, msg))
+                        w.task = None
+                        workers[i] = new_worker()
+                        continue
+                if task.deadline is not None and time.monotonic() >= task.deadline:
+                    w.kill()
+                    msg = f"the trial exceeded trial_timeout={self.spec.trial_timeout}s and was stopped"
+                    self.on_outcome(task, _crash_outcome(task, msg))
+                    workers[i] = new_worker()
+
+    def _drain(self, w: _Worker, task: _Task) -> bool:
+        """Handle every message a worker has sent; True once its trial finished."""
+        while True:
+            try:
+                if not w.conn.poll():
+                    return False
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                w.proc.join(timeout=5)
+                return False
+            kind = msg[0]
+            if kind == "report":
+                rep = msg[1]
+                decision = self.on_report(task, rep)
+                try:
+                    w.conn.send(decision)
+                except (BrokenPipeError, OSError):
+                    return False
+            elif kind == "done":
+                outcome: Outcome = msg[1]
+                outcome.accessed &= set(self.spec.space.names) | set(self.spec.fixed)
+                w.task = None
+                self.on_outcome(task, outcome)
+                return True
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _crash_outcome(task: _Task, message: str) -> Outcome:
+    return Outcome(TrialState.FAILED, None, {}, message, [], set(), time.time() - task.started_at)
+
+
+class _Worker:
+    """One long-lived worker process running trials sent over a pipe."""
+
+    def __init__(self, ctx: Any, payload: bytes, metric: str) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, payload, metric), daemon=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process
+            self.proc.start()
+        child.close()
+        self.task: _Task | None = None
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def assign(self, task: _Task, workdir: Any, params: dict[str, Any], study_name: str) -> None:
+        self.task = task
+        self.conn.send((task.number, params, task.budget, str(workdir), study_name))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+        self.task = None
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.conn.send(None)
+            self.proc.join(timeout=2)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class _WorkerTrial(Trial):
+    """The Trial inside a worker process: each report is a round trip to the driver's pruner."""
+
+    def __init__(self, conn: Connection, number: int, params: dict[str, Any], budget: float | None,
+                 workdir: str, study_name: str) -> None:
+        super().__init__(number, params, budget=budget, workdir=workdir, study_name=study_name)
+        self._conn = conn
+        self._decision = False
+
+    def _on_report(self, report: Report) -> None:
+        self._conn.send(("report", ReportRecord(step=report.step, metrics=report.metrics, time=report.time)))
+        self._decision = bool(self._conn.recv())
+
+    def _should_prune(self) -> bool:
+        return self._decision
+
+
+def _worker_main(conn: Connection, payload: bytes, metric: str) -> None:
+    # Ctrl-C reaches the whole process group; the driver decides what happens to running trials.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    objective = pickle.loads(payload)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        number, params, budget, workdir, study_name = msg
+        trial = _WorkerTrial(conn, number, params, budget, workdir, study_name)
+        outcome = run_objective(objective, trial, metric)
+        conn.send(("done", outcome))

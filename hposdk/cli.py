@@ -1,0 +1,156 @@
+"""The ``hposdk`` command line: run a study from YAML, show a study, list backends.
+
+Errors a user can cause print one clear message (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .exceptions import HposdkError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .study import Study
+
+    overrides: dict[str, Any] = {}
+    for key in ("backend", "optimizer", "n_trials", "max_concurrent", "name", "storage", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    progress: bool | str = False if args.no_progress else "auto"
+    study = Study.from_yaml(args.study, progress=progress, **overrides)
+    if args.fresh:
+        study.resume = False
+    print(f"Study {study.name!r}: backend={study.config.backend}, optimizer={study.config.optimizer}, "
+          f"n_trials={study.n_trials}, max_concurrent={study.config.max_concurrent}, record={study.record_path}",
+          file=sys.stderr)
+    try:
+        result = study.optimize()
+    except KeyboardInterrupt:
+        print(f"Interrupted. Resume with: hposdk run {args.study}" + (" (same --name)" if args.name else ""),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(result.table(limit=args.top))
+    print()
+    print(result.summary())
+    if args.output:
+        _export(result, args.output)
+    return 0
+
+
+def _export(result: Any, path: str) -> None:
+    if path.endswith(".csv"):
+        result.to_csv(path)
+    else:
+        result.to_json(path, indent=2)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .study import load_study
+
+    result = load_study(args.study, storage=args.storage)
+    if args.format == "json":
+        print(result.to_json(indent=2))
+    elif args.format == "csv":
+        import csv
+
+        rows = result.rows()
+        columns: list[str] = []
+        for r in rows:
+            columns.extend(c for c in r if c not in columns)
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(result.table(limit=args.limit))
+        print()
+        print(result.summary())
+        lost = result.info.get("running_or_lost")
+        if lost:
+            print(f"Unfinished trials (running, or lost in a crash; rerun to resume): {lost}")
+    return 0
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from .backends._registry import available_backends, get_backend
+
+    rows = []
+    for name, entry in sorted(available_backends().items()):
+        row: dict[str, Any] = {"backend": name, "description": entry.description, "extra": entry.extra}
+        try:
+            cls = get_backend(name)
+        except HposdkError as exc:
+            row.update(installed=False, hint=str(exc).split("Make sure to ")[-1])
+        else:
+            caps = cls.capabilities
+            row.update(installed=True, optimizers=list(caps.optimizers), pruners=list(caps.pruners),
+                       parallel=caps.parallel, resume=caps.resume)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        if r["installed"]:
+            print(f"{r['backend']:<9} {r['description']}")
+            print(f"{'':<9} optimizers: {', '.join(r['optimizers'])}")
+            print(f"{'':<9} pruners/schedulers: {', '.join(r['pruners']) or '-'}")
+        else:
+            print(f"{r['backend']:<9} not installed: {r['hint']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="hposdk", description="Hyperparameter optimisation on any backend.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a study described by a YAML file")
+    run.add_argument("study", help="the study YAML file")
+    run.add_argument("--backend", help="override the backend (local, ray, clearml, ...)")
+    run.add_argument("--optimizer", help="override the optimizer (grid, random, tpe, ...)")
+    run.add_argument("--n-trials", type=int, dest="n_trials", help="override n_trials")
+    run.add_argument("--max-concurrent", type=int, dest="max_concurrent", help="override max_concurrent")
+    run.add_argument("--name", help="override the study name (a new name starts a new study)")
+    run.add_argument("--storage", help="directory of study records (default ./hposdk-studies)")
+    run.add_argument("--seed", type=int, help="override the seed")
+    run.add_argument("--fresh", action="store_true", help="start over instead of resuming (old record kept aside)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
+    run.add_argument("-o", "--output", help="also export the result (.json or .csv)")
+    run.set_defaults(func=_cmd_run)
+
+    show = sub.add_parser("show", help="print a study's trials and best trial")
+    show.add_argument("study", help="study name, directory or study.jsonl path")
+    show.add_argument("--storage", help="directory of study records (default ./hposdk-studies)")
+    show.add_argument("--limit", type=int, help="show at most this many trials (best first)")
+    show.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    show.set_defaults(func=_cmd_show)
+
+    backends = sub.add_parser("backends", help="list backends, their optimizers and pruners")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.set_defaults(func=_cmd_backends)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hposdk`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HposdkError as exc:
+        print(f"hposdk: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

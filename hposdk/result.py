@@ -1,0 +1,281 @@
+"""TrialResult and StudyResult: frozen, JSON round-trip, best trial, table exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .exceptions import NoCompletedTrialsError
+from .spaces import SearchSpace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ReportRecord", "StudyResult", "TrialResult", "TrialState"]
+
+Mode = Literal["min", "max"]
+
+
+class TrialState(str, Enum):
+    """How a trial ended."""
+
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ReportRecord(BaseModel):
+    """An intermediate report as stored in results."""
+
+    model_config = ConfigDict(frozen=True)
+    step: int
+    metrics: dict[str, float]
+    time: float = 0.0
+
+
+class TrialResult(BaseModel):
+    """One finished trial.
+
+    Attributes:
+        number: the trial's number in the study.
+        params: the searched parameter values (exact Python natives).
+        state: COMPLETE, PRUNED or FAILED.
+        value: the study metric's final value (None when failed).
+        metrics: everything the objective returned (or, when pruned, its last report).
+        reports: the intermediate reports, in order.
+        error: why it failed (traceback text), else None.
+        budget: the fidelity it ran with (multi-fidelity optimizers), else None.
+        attempt: 1 for a first run, 2+ when retried.
+        started_at: Unix time when it started.
+        duration_s: wall time in seconds.
+        info: backend-specific extras (e.g. Ray's trial id).
+    """
+
+    model_config = ConfigDict(frozen=True)
+    number: int
+    params: dict[str, Any]
+    state: TrialState
+    value: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    reports: tuple[ReportRecord, ...] = ()
+    error: str | None = None
+    budget: float | None = None
+    attempt: int = 1
+    started_at: float | None = None
+    duration_s: float | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+def _better(a: float, b: float, mode: Mode) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+class StudyResult(BaseModel):
+    """Everything a study produced, the same whichever backend ran it.
+
+    Example:
+        >>> result = StudyResult(name="s", metric="loss", mode="min", trials=(
+        ...     TrialResult(number=0, params={"x": 1}, state="COMPLETE", value=0.5),
+        ...     TrialResult(number=1, params={"x": 2}, state="FAILED", error="boom")))
+        >>> result.best.params
+        {'x': 1}
+    """
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    metric: str
+    mode: Mode
+    backend: str = "local"
+    optimizer: str = ""
+    space: SearchSpace | None = None
+    trials: tuple[TrialResult, ...] = ()
+    record_path: str | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+
+    # --- selections --------------------------------------------------------------------------
+    def by_state(self, state: TrialState | str) -> list[TrialResult]:
+        """Trials that ended in ``state``."""
+        return [t for t in self.trials if t.state == TrialState(state)]
+
+    @property
+    def completed(self) -> list[TrialResult]:
+        """Trials that completed (have a final value)."""
+        return self.by_state(TrialState.COMPLETE)
+
+    @property
+    def best(self) -> TrialResult:
+        """The best completed trial for the study's metric and mode.
+
+        With multi-fidelity optimizers only trials at the highest budget reached compete, since
+        lower-budget values are not comparable.
+
+        Raises:
+            NoCompletedTrialsError: no trial completed (the message summarises why).
+        """
+        done = [t for t in self.completed if t.value is not None and math.isfinite(t.value)]
+        budgets = [t.budget for t in done if t.budget is not None]
+        if budgets:
+            top = max(budgets)
+            done = [t for t in done if t.budget == top]
+        if not done:
+            raise NoCompletedTrialsError(
+                f"study {self.name!r} has no completed trial ({self.summary_line()}). "
+                + self._failure_hint()
+            )
+        best = done[0]
+        for t in done[1:]:
+            if t.value is not None and best.value is not None and _better(t.value, best.value, self.mode):
+                best = t
+        return best
+
+    def _failure_hint(self) -> str:
+        failed = self.by_state(TrialState.FAILED)
+        if not failed:
+            return "Run more trials."
+        last = (failed[-1].error or "").strip().splitlines()
+        return f"Last error (trial {failed[-1].number}): {last[-1] if last else 'unknown'}"
+
+    def summary_line(self) -> str:
+        """E.g. ``12 trials: 9 complete, 2 pruned, 1 failed``."""
+        counts = {s: len(self.by_state(s)) for s in TrialState}
+        return (
+            f"{len(self.trials)} trials: {counts[TrialState.COMPLETE]} complete, "
+            f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAILED]} failed"
+        )
+
+    # --- exports -----------------------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per trial (the columns of :meth:`to_dataframe` and :meth:`to_csv`)."""
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.value,
+                "value": t.value,
+            }
+            row.update({f"params_{k}": v for k, v in t.params.items()})
+            row.update({f"metrics_{k}": v for k, v in t.metrics.items()})
+            row.update(
+                {
+                    "budget": t.budget,
+                    "n_reports": len(t.reports),
+                    "attempt": t.attempt,
+                    "duration_s": t.duration_s,
+                    "error": (t.error or "").strip().splitlines()[-1] if t.error else None,
+                }
+            )
+            rows.append(row)
+        return rows
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """A pandas DataFrame, one row per trial (``params_*``, ``metrics_*`` columns)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas is a core dependency
+            from .exceptions import MissingExtraError
+
+            raise MissingExtraError("to_dataframe needs pandas: pip install pandas") from exc
+        return pd.DataFrame(self.rows())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :meth:`rows` as CSV; returns the path."""
+        rows = self.rows()
+        columns: list[str] = []
+        for r in rows:
+            columns.extend(c for c in r if c not in columns)
+        path = Path(path)
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def to_json(self, path: str | Path | None = None, **kwargs: Any) -> str:
+        """JSON text of the whole result (written to ``path`` too, when given)."""
+        text = self.model_dump_json(**kwargs)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> StudyResult:
+        """Read :meth:`to_json` output from text or a file path."""
+        text = str(source)
+        if isinstance(source, Path) or not text.lstrip().startswith("{"):
+            text = Path(source).read_text()
+        return cls.model_validate_json(text)
+
+    def table(self, limit: int | None = None, sort: bool = True) -> str:
+        """A plain-text table of trials (best first when ``sort``)."""
+        trials: Sequence[TrialResult] = self.trials
+        if sort:
+            sign = 1 if self.mode == "min" else -1
+            trials = sorted(
+                trials,
+                key=lambda t: (
+                    t.state != TrialState.COMPLETE,
+                    sign * t.value if t.value is not None else math.inf,
+                    t.number,
+                ),
+            )
+        if limit is not None:
+            trials = list(trials)[:limit]
+        names = list(self.space.names) if self.space is not None else sorted(
+            {k for t in self.trials for k in t.params}
+        )
+        header = ["#", "state", self.metric, *names, "time"]
+        body = [
+            [
+                str(t.number),
+                t.state.value,
+                _fmt(t.value),
+                *(_fmt(t.params.get(n)) for n in names),
+                _fmt(t.duration_s, "s"),
+            ]
+            for t in trials
+        ]
+        return _render(header, body)
+
+    def summary(self) -> str:
+        """A short text: counts and the best trial."""
+        lines = [f"Study {self.name!r} ({self.backend}, {self.optimizer}): {self.summary_line()}"]
+        try:
+            best = self.best
+        except NoCompletedTrialsError as exc:
+            lines.append(str(exc))
+        else:
+            lines.append(f"Best trial #{best.number}: {self.metric}={_fmt(best.value)} ({self.mode})")
+            lines.append("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+        return "\n".join(lines)
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}{unit}"
+    return f"{v}{unit}"
+
+
+def _render(header: list[str], rows: Iterable[list[str]]) -> str:
+    rows = list(rows)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return "\n".join(out)
+
+
+def dumps_line(obj: Any) -> str:
+    """Compact JSON for one record line."""
+    return json.dumps(obj, separators=(",", ":"), default=str)

@@ -1,0 +1,481 @@
+"""Study: validate everything, pick the backend by name, run, return a StudyResult."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+
+from ._record import Journal, read_record
+from .backends._base import Budget, RunSession, StudySpec
+from .backends._registry import get_backend
+from .exceptions import BindingError, ConfigError, ObjectiveError, SpaceError, StudyRecordError
+from .result import StudyResult
+from .spaces import SearchSpace
+from .spaces._errors import format_validation_error
+from .trial import Trial
+
+__all__ = ["Study", "StudyConfig", "load_study"]
+
+DEFAULT_STORAGE = "hposdk-studies"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class StudyConfig(BaseModel):
+    """Everything that defines a study, as plain data (the schema of a study YAML file).
+
+    Example (YAML)::
+
+        name: demo
+        objective: mypackage.train:objective
+        metric: loss
+        mode: min
+        optimizer: tpe
+        n_trials: 30
+        space:
+          lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    objective: str | None = Field(None, description="import path 'module:function' (YAML files)")
+    space: SearchSpace
+    metric: str
+    mode: Literal["min", "max"] = "min"
+    backend: str = "local"
+    optimizer: str = "tpe"
+    optimizer_options: dict[str, Any] = Field(default_factory=dict)
+    pruner: str | None = None
+    pruner_options: dict[str, Any] = Field(default_factory=dict)
+    n_trials: PositiveInt | None = None
+    max_concurrent: PositiveInt = 1
+    seed: int | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    trial_timeout: PositiveFloat | None = None
+    retries: NonNegativeInt = 0
+    budget: Budget | None = None
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    storage: str | None = None
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> StudyConfig:
+        """Read a study YAML file; errors name the line and the field."""
+        from ._yaml import line_lookup, load_yaml
+
+        data, lines = load_yaml(source)
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a study file must be a mapping of keys (name, objective, space, ...)")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{source}: invalid study file\n" + format_validation_error(exc, line_of=line_lookup(lines))
+            ) from None
+
+
+def resolve_objective(ref: str) -> Callable[[Trial], Any]:
+    """Import ``'package.module:function'`` (only that module is imported; nothing is evaluated)."""
+    if not _REF.match(ref):
+        raise ConfigError(f"objective: {ref!r} is not an import path; write it as 'package.module:function'")
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"objective: cannot import module {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"objective: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"objective: {ref!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _objective_ref(fn: Callable[..., Any]) -> str | None:
+    module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qual or "<" in qual or module == "__main__":
+        return None
+    return f"{module}:{qual}"
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    qual = getattr(fn, "__qualname__", None) or type(fn).__name__
+    module = getattr(fn, "__module__", "") or ""
+    base = qual if module in ("", "__main__") else f"{module.rsplit('.', 1)[-1]}.{qual}"
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", base)
+
+
+def check_binding(objective: Callable[..., Any], space: SearchSpace, fixed: Mapping[str, Any], seed: int) -> None:
+    """Refuse search-space or fixed keys that a declared params model does not have (and vice versa)."""
+    model = getattr(objective, "__hposdk_params__", None)
+    if model is None:
+        return
+    fields = model.model_fields
+    given = list(space.names) + [k for k in fixed if k not in space]
+    for key in given:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            where = "search-space" if key in space else "fixed"
+            raise BindingError(
+                f"{where} key {key!r} is not a parameter of the objective ({model.__name__} has "
+                f"{', '.join(fields)}), so tuning it would change nothing.{hint}"
+            )
+    missing = [n for n, f in fields.items() if f.is_required() and n not in given]
+    if missing:
+        raise BindingError(
+            f"the objective requires {missing} ({model.__name__}) but neither the space nor `fixed` "
+            "gives them. Fix: add them to the space or to fixed."
+        )
+    # Values the space can produce must also be valid for the model (e.g. types, ranges).
+    points = [space.sample_for_trial(seed, i) for i in range(3)]
+    for name, p in space.items():
+        if p.is_finite:
+            grid = p.grid()
+            points.append({**points[0], name: grid[0]})
+            points.append({**points[0], name: grid[-1]})
+    for point in points:
+        try:
+            model.model_validate({**fixed, **point})
+        except ValidationError as exc:
+            raise BindingError(
+                f"the space can produce {point}, which the objective's {model.__name__} refuses:\n"
+                + format_validation_error(exc)
+            ) from None
+
+
+class Study:
+    """A hyperparameter study: an objective, a search space, and how to search it.
+
+    Args:
+        objective: a function of a :class:`~hposdk.Trial` returning a number or a dict of metrics,
+            or its import path ``'package.module:function'``.
+        space: a :class:`~hposdk.SearchSpace` (or a mapping that builds one).
+        metric: the name of the metric to optimise (a bare-number return counts as this metric).
+        mode: ``'min'`` or ``'max'``.
+        backend: where trials run: ``'local'`` (default), ``'ray'``, ``'clearml'``...
+        optimizer: ``'grid'``, ``'random'``, ``'tpe'``... (what the backend offers).
+        n_trials: how many trials to finish (defaults to the grid size for grid search).
+        max_concurrent: trials run at the same time.
+        seed: makes grid/random proposals and seeded samplers reproducible (chosen and recorded
+            when None, so a resumed study keeps it).
+        name: the study's name; rerunning a study with the same name resumes it.
+        storage: the directory of study records (default ``$HPOSDK_STORAGE`` or ``./hposdk-studies``).
+        fixed: constant values merged into ``trial.params`` (not searched).
+        optimizer_options: options of the optimizer (e.g. ``{'n_startup_trials': 5}`` for TPE).
+        pruner: early stopping driven by ``trial.report``: ``'median'``, ``'successive_halving'``...
+        pruner_options: options of the pruner.
+        trial_timeout: seconds after which a trial is stopped and recorded as FAILED.
+        retries: how many times a FAILED trial is retried with the same params.
+        budget: ``{'min_budget', 'max_budget', 'eta'}`` for multi-fidelity optimizers.
+        backend_options: options of the backend (validated by it).
+        resume: continue an existing study of the same name (False moves the old record aside).
+        progress: ``'auto'`` (a live bar on a terminal, lines otherwise), True, False or ``'live'``.
+
+    Example:
+        >>> from hposdk import Study, SearchSpace, Uniform
+        >>> def objective(trial):
+        ...     return (trial.params["x"] - 0.3) ** 2
+        >>> result = Study(objective, SearchSpace({"x": Uniform(0.0, 1.0, step=0.1)}), metric="loss",
+        ...                optimizer="grid", storage=str(getfixture("tmp_path")), progress=False).optimize()
+        >>> result.best.params
+        {'x': 0.3}
+    """
+
+    def __init__(
+        self,
+        objective: Callable[[Trial], Any] | str,
+        space: SearchSpace | Mapping[str, Any],
+        *,
+        metric: str,
+        mode: Literal["min", "max"] = "min",
+        backend: str = "local",
+        optimizer: str = "tpe",
+        n_trials: int | None = None,
+        max_concurrent: int = 1,
+        seed: int | None = None,
+        name: str | None = None,
+        storage: str | os.PathLike[str] | None = None,
+        fixed: Mapping[str, Any] | None = None,
+        optimizer_options: Mapping[str, Any] | None = None,
+        pruner: str | None = None,
+        pruner_options: Mapping[str, Any] | None = None,
+        trial_timeout: float | None = None,
+        retries: int = 0,
+        budget: Budget | Mapping[str, Any] | None = None,
+        backend_options: Mapping[str, Any] | None = None,
+        resume: bool = True,
+        progress: bool | str = "auto",
+    ) -> None:
+        if isinstance(space, Mapping) and not isinstance(space, SearchSpace):
+            space = SearchSpace(space)
+        try:
+            cfg = StudyConfig(
+                name=name,
+                objective=objective if isinstance(objective, str) else None,
+                space=space,
+                metric=metric,
+                mode=mode,
+                backend=backend,
+                optimizer=optimizer,
+                optimizer_options=dict(optimizer_options or {}),
+                pruner=pruner,
+                pruner_options=dict(pruner_options or {}),
+                n_trials=n_trials,
+                max_concurrent=max_concurrent,
+                seed=seed,
+                fixed=dict(fixed or {}),
+                trial_timeout=trial_timeout,
+                retries=retries,
+                budget=budget,
+                backend_options=dict(backend_options or {}),
+                storage=str(storage) if storage is not None else None,
+            )
+        except ValidationError as exc:
+            raise ConfigError("Study: invalid arguments\n" + format_validation_error(exc)) from None
+        self._init(cfg, objective if callable(objective) else None, resume, progress)
+
+    @classmethod
+    def from_config(
+        cls, config: StudyConfig, *, objective: Callable[[Trial], Any] | None = None, resume: bool = True,
+        progress: bool | str = "auto",
+    ) -> Study:
+        """Build a study from a :class:`StudyConfig` (the objective may be given as a callable)."""
+        self = cls.__new__(cls)
+        self._init(config, objective, resume, progress)
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, progress: bool | str = "auto", **overrides: Any) -> Study:
+        """Build a study from a YAML file; ``overrides`` replace its keys (e.g. ``backend='ray'``)."""
+        cfg = StudyConfig.from_yaml(path)
+        if overrides:
+            try:
+                cfg = StudyConfig.model_validate({**cfg.model_dump(), **overrides})
+            except ValidationError as exc:
+                raise ConfigError("invalid override\n" + format_validation_error(exc)) from None
+        return cls.from_config(cfg, progress=progress)
+
+    # --- validation (everything before any compute) -------------------------------------------
+    def _init(self, cfg: StudyConfig, objective: Callable[[Trial], Any] | None, resume: bool,
+              progress: bool | str) -> None:
+        if objective is None:
+            if cfg.objective is None:
+                raise ConfigError("objective: missing; give a function or an import path 'module:function'")
+            objective = resolve_objective(cfg.objective)
+        if not callable(objective):
+            raise ConfigError(f"objective: {objective!r} is not callable")
+        self.config = cfg
+        self.objective = objective
+        self.resume = resume
+        self.progress = progress
+        name = cfg.name or _default_name(objective)
+        if not _NAME.match(name):
+            raise ConfigError(f"name: {name!r} may only use letters, digits, '_', '.' and '-'")
+        self.name = name
+        self.storage = Path(cfg.storage or os.environ.get("HPOSDK_STORAGE") or DEFAULT_STORAGE)
+        clash = [k for k in cfg.fixed if k in cfg.space]
+        if clash:
+            raise ConfigError(f"fixed: {clash} are also in the search space; a key is either searched or fixed")
+        metrics = getattr(objective, "__hposdk_metrics__", None)
+        if metrics is not None and cfg.metric not in metrics:
+            close = difflib.get_close_matches(cfg.metric, list(metrics), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"metric: the objective returns {list(metrics)}, not {cfg.metric!r}.{hint}")
+        n_trials = cfg.n_trials
+        if cfg.optimizer == "grid":
+            try:
+                size = len(cfg.space.grid())
+            except SpaceError as exc:
+                raise ConfigError(f"optimizer='grid': {exc}") from None
+            n_trials = size if n_trials is None else min(n_trials, size)
+        if n_trials is None:
+            raise ConfigError("n_trials: required (how many trials to run), e.g. n_trials=30")
+        self.n_trials = n_trials
+        self.backend_cls = get_backend(cfg.backend)
+        try:
+            options = self.backend_cls.options_model(**cfg.backend_options)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"backend_options for backend {cfg.backend!r}:\n" + format_validation_error(exc)
+            ) from None
+        seed = cfg.seed
+        previous = self._existing_header()
+        if seed is None:
+            seed = previous.get("seed") if previous else None
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        check_binding(objective, cfg.space, cfg.fixed, seed)
+        self.spec = StudySpec(
+            name=name,
+            objective=objective,
+            objective_ref=cfg.objective or _objective_ref(objective),
+            space=cfg.space,
+            metric=cfg.metric,
+            mode=cfg.mode,
+            optimizer=cfg.optimizer,
+            n_trials=n_trials,
+            max_concurrent=cfg.max_concurrent,
+            seed=seed,
+            fixed=dict(cfg.fixed),
+            optimizer_options=dict(cfg.optimizer_options),
+            pruner=cfg.pruner,
+            pruner_options=dict(cfg.pruner_options),
+            trial_timeout=cfg.trial_timeout,
+            retries=cfg.retries,
+            budget=cfg.budget,
+            backend_options=options,
+            workdir=self.storage / name,
+        )
+        self.backend_cls.check(self.spec)
+        if previous is not None and resume:
+            self._check_compatible(previous)
+
+    @property
+    def record_path(self) -> Path:
+        """The study's durable record (a JSON-lines journal)."""
+        return self.storage / self.name / "study.jsonl"
+
+    def _existing_header(self) -> dict[str, Any] | None:
+        if not self.resume or not self.record_path.exists():
+            return None
+        return read_record(self.record_path).header
+
+    def _header(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "name": spec.name,
+            "objective": spec.objective_ref,
+            "space": spec.space.to_dict(),
+            "metric": spec.metric,
+            "mode": spec.mode,
+            "optimizer": spec.optimizer,
+            "backend": self.config.backend,
+            "seed": spec.seed,
+            "fixed": dict(spec.fixed),
+            "budget": spec.budget.model_dump() if spec.budget else None,
+        }
+
+    def _check_compatible(self, previous: dict[str, Any]) -> None:
+        mine = self._header()
+        for key in ("space", "metric", "mode", "fixed", "budget"):
+            if previous.get(key) != mine[key]:
+                raise StudyRecordError(
+                    f"study {self.name!r} already exists in {self.record_path} with a different {key} "
+                    f"({previous.get(key)!r} there, {mine[key]!r} now). Fix: choose a new name, or pass "
+                    "resume=False to start over (the old record is kept aside)."
+                )
+
+    # --- running ----------------------------------------------------------------------------------
+    def optimize(self) -> StudyResult:
+        """Run (or resume) the study until ``n_trials`` trials have finished.
+
+        Returns:
+            The :class:`~hposdk.StudyResult` with every trial, old and new.
+
+        Raises:
+            KeyboardInterrupt: after Ctrl-C or SIGTERM, once the record is closed; rerun the same
+                study to resume it.
+            ObjectiveError: the objective's output cannot be scored (e.g. the metric is missing).
+        """
+        from ._progress import Progress
+
+        path = self.record_path
+        if path.exists() and not self.resume:
+            path.rename(path.with_name(f"study.{time.strftime('%Y%m%d-%H%M%S')}.jsonl.bak"))
+        finished: dict[int, Any] = {}
+        unfinished: list[Any] = []
+        next_number = 0
+        if path.exists():
+            state = read_record(path)
+            self._check_compatible(state.header)
+            finished, unfinished, next_number = state.finished, list(state.unfinished.values()), state.next_number
+        journal = Journal(path, header=self._header())
+        if finished or unfinished:
+            journal.note(kind="resume", finished=len(finished), rerun=[s.number for s in unfinished])
+        progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress)
+        session = RunSession(self.spec, journal, finished, unfinished, next_number, progress)
+        backend = self.backend_cls()
+        progress.start(session.finished)
+        try:
+            with _sigterm_as_interrupt():
+                backend.run(self.spec, session)
+        except KeyboardInterrupt:
+            journal.note(kind="interrupted", running=sorted(session.running))
+            progress.close()
+            progress._line(f"interrupted; {len(session.finished)}/{self.n_trials} trials finished. "
+                           "Rerun the same study to resume it.")
+            raise
+        finally:
+            progress.close()
+            journal.close()
+        if session.abort_error:
+            raise ObjectiveError(f"study {self.name!r} stopped: {session.abort_error}")
+        return self.result()
+
+    def result(self) -> StudyResult:
+        """The study's result as recorded so far (works while or after it runs)."""
+        return load_study(self.record_path)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # A scheduler's SIGTERM (Slurm, Kubernetes) should stop a study as cleanly as Ctrl-C.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[str] | None = None) -> StudyResult:
+    """Read a study's record into a :class:`~hposdk.StudyResult`.
+
+    Args:
+        name_or_path: a study name (looked up in ``storage``), its directory, or its ``study.jsonl``.
+        storage: the directory of study records (default ``$HPOSDK_STORAGE`` or ``./hposdk-studies``).
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "study.jsonl"
+    elif not path.exists():
+        root = Path(storage or os.environ.get("HPOSDK_STORAGE") or DEFAULT_STORAGE)
+        path = root / str(name_or_path) / "study.jsonl"
+        if not path.exists():
+            known = sorted(p.parent.name for p in root.glob("*/study.jsonl")) if root.exists() else []
+            raise StudyRecordError(
+                f"no study named {str(name_or_path)!r} in {root}"
+                + (f"; studies there: {', '.join(known)}" if known else " (no studies there)")
+            )
+    state = read_record(path)
+    h = state.header
+    return StudyResult(
+        name=h["name"],
+        metric=h["metric"],
+        mode=h["mode"],
+        backend=h.get("backend", "local"),
+        optimizer=h.get("optimizer", ""),
+        space=SearchSpace.from_dict(h["space"]),
+        trials=tuple(state.finished[n] for n in sorted(state.finished)),
+        record_path=str(path),
+        info={"running_or_lost": sorted(state.unfinished)} if state.unfinished else {},
+    )
