@@ -137,7 +137,8 @@ class _Engine:
         pruner: Any = optuna.pruners.NopPruner()
         if spec.pruner is not None:
             pruner = getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))
-        self.study = optuna.create_study(direction="minimize" if spec.mode == "min" else "maximize", sampler=sampler, pruner=pruner)
+        direction: Any = "minimize" if spec.mode == "min" else "maximize"
+        self.study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
         self._grid: deque[dict[str, Any]] | None = None
         self._taken: set[str] = set()
 

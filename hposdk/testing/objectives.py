@@ -1,0 +1,87 @@
+"""Small importable objectives used by the conformance suites (worker processes and Ray actors
+import them by name, so they live in a module, not in a test file)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..trial import Trial
+
+
+def _log_call(trial: Trial) -> None:
+    # Lets a test count how often each trial really ran (resume must not repeat any).
+    path = trial.params.get("log_path")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{trial.number}\n")
+
+
+def quadratic(trial: Trial) -> dict[str, Any]:
+    """``loss = (x - target)**2`` (+ ``y`` terms when present), reporting 3 steps.
+
+    Fixed params it understands: ``target`` (default 0.3), ``fail_above`` (raise when x is above),
+    ``nan_above`` (return NaN when x is above), ``log_path`` (append the trial number there).
+    """
+    _log_call(trial)
+    x = float(trial.params["x"])
+    target = float(trial.params.get("target", 0.3))
+    if "fail_above" in trial.params and x > trial.params["fail_above"]:
+        raise RuntimeError(f"deliberate failure at x={x}")
+    loss = (x - target) ** 2
+    for name in ("y", "z"):
+        if name in trial.params and isinstance(trial.params[name], (int, float)):
+            loss += 0.01 * float(trial.params[name]) ** 2
+    if "nan_above" in trial.params and x > trial.params["nan_above"]:
+        return {"loss": math.nan}
+    for step in range(3):
+        trial.report(step, loss=loss + 0.1 * (2 - step))
+        if trial.should_prune():
+            break
+    return {"loss": loss, "neg_loss": -loss}
+
+
+def learning_curve(trial: Trial) -> dict[str, float]:
+    """A slow "training run": ``steps`` reports whose loss falls towards ``(x - 0.3)**2``.
+
+    Bad trials (x far from 0.3) stay bad at every step, so pruners and schedulers can stop them.
+    """
+    _log_call(trial)
+    x = float(trial.params["x"])
+    steps = int(trial.params.get("steps", 8))
+    loss = 0.0
+    for step in range(steps):
+        loss = (x - 0.3) ** 2 + 1.0 / (step + 1)
+        trial.report(step, loss=loss)
+        if trial.should_prune():
+            break
+    return {"loss": loss}
+
+
+def echo_types(trial: Trial) -> dict[str, Any]:
+    """Fails unless every param is a plain Python native (no numpy scalars, no engine objects)."""
+    _log_call(trial)
+    for name, value in trial.params.items():
+        if value is not None and type(value) not in (bool, int, float, str):
+            raise TypeError(f"param {name!r} has type {type(value).__module__}.{type(value).__name__}")
+    return {"loss": 0.0}
+
+
+def wrong_metric(trial: Trial) -> dict[str, float]:
+    """Returns a dict without ``loss`` (the study metric in the conformance tests)."""
+    return {"accuracy": float(trial.params["x"])}
+
+
+def write_and_return(trial: Trial) -> float:
+    """Writes a file into ``trial.workdir`` and returns x (checks per-trial directories)."""
+    (Path(trial.workdir) / "out.txt").write_text(str(trial.params["x"]))
+    return float(trial.params["x"])
+
+
+def die(trial: Trial) -> float:
+    """Kills its own process for x above 0.5 (crash isolation)."""
+    if float(trial.params["x"]) > 0.5:
+        os._exit(3)
+    return float(trial.params["x"])
