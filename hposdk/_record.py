@@ -14,7 +14,6 @@ attempt), ``report`` (an intermediate report), ``finish`` (the full TrialResult)
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -122,14 +121,12 @@ class Journal:
             self._write({"event": "study", "version": FORMAT_VERSION, "created": time.time(), **header})
 
     def _ensure_newline(self) -> None:
-        # A crash may have left a partial last line; start our events on a fresh line.
-        with open(self.path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                self._write_raw("\n")
+        # A kill mid-write may have left a partial last line (already ignored by read_record);
+        # cut it off so that our next event does not turn it into a corrupt middle line.
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            if data and not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
 
     def _write_raw(self, text: str) -> None:
         if self._fh is None:

@@ -58,7 +58,11 @@ def load_yaml(source: str | Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}, line {mark.line + 1}" if mark is not None else name
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        context = getattr(exc, "context_mark", None)
+        started = ""
+        if context is not None and (mark is None or context.line != mark.line):
+            started = f" ({getattr(exc, 'context', 'the construct')} started on line {context.line + 1})"
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}{started}") from None
     lines: dict[tuple[Any, ...], int] = {}
 
     def walk(n: Any, path: tuple[Any, ...]) -> None:

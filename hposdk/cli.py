@@ -43,6 +43,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(result.summary())
     if args.output:
         _export(result, args.output)
+    if args.plot:
+        print(f"wrote {result.plot_history(args.plot)}", file=sys.stderr)
     return 0
 
 
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
     run.add_argument("-o", "--output", help="also export the result (.json or .csv)")
+    run.add_argument("--plot", help="also write the optimisation history plot (.png, .svg or .pdf)")
     run.set_defaults(func=_cmd_run)
 
     show = sub.add_parser("show", help="print a study's trials and best trial")

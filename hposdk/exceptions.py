@@ -6,6 +6,8 @@ value errors are also ``ValueError`` so that ``except ValueError`` keeps working
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendNotFoundError",
     "BindingError",
@@ -25,7 +27,15 @@ class HposdkError(Exception):
 
 
 class SpaceError(HposdkError, ValueError):
-    """A search space or parameter is invalid (raised at construction)."""
+    """A search space or parameter is invalid (raised at construction).
+
+    ``details`` holds (location, message, type, input) per problem, so that a study file's
+    error can point at the exact field and line even through nested models.
+    """
+
+    def __init__(self, message: str, details: list[tuple[Any, ...]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 class UnsupportedError(HposdkError, ValueError):

@@ -215,6 +215,12 @@ class StudyResult(BaseModel):
             text = Path(source).read_text()
         return cls.model_validate_json(text)
 
+    def plot_history(self, path: str | Path) -> Path:
+        """Write the optimisation history plot (needs ``pip install hposdk[plot]``)."""
+        from .plotting import plot_history
+
+        return plot_history(self, path)
+
     def table(self, limit: int | None = None, sort: bool = True) -> str:
         """A plain-text table of trials (best first when ``sort``)."""
         trials: Sequence[TrialResult] = self.trials

@@ -117,6 +117,24 @@ def _default_name(fn: Callable[..., Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", base)
 
 
+def _suggest(key: str, names: list[str]) -> str | None:
+    """A likely intended name: a close spelling, or an abbreviation (learning_rate -> lr, optim_lr)."""
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return close[0]
+
+    def initials(name: str) -> str:
+        return "".join(part[0] for part in re.split(r"[_.\-]", name) if part)
+
+    for name in names:
+        if name.startswith(key) or key.startswith(name):
+            return name
+    for name in names:
+        if initials(key) in (name, *name.split("_")) or initials(name) in (key, *key.split("_")):
+            return name
+    return None
+
+
 def check_binding(objective: Callable[..., Any], space: SearchSpace, fixed: Mapping[str, Any], seed: int) -> None:
     """Refuse search-space or fixed keys that a declared params model does not have (and vice versa)."""
     model = getattr(objective, "__hposdk_params__", None)
@@ -126,8 +144,8 @@ def check_binding(objective: Callable[..., Any], space: SearchSpace, fixed: Mapp
     given = list(space.names) + [k for k in fixed if k not in space]
     for key in given:
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            close = _suggest(key, list(fields))
+            hint = f" Did you mean {close!r}?" if close else ""
             where = "search-space" if key in space else "fixed"
             raise BindingError(
                 f"{where} key {key!r} is not a parameter of the objective ({model.__name__} has "
@@ -291,8 +309,8 @@ class Study:
             raise ConfigError(f"fixed: {clash} are also in the search space; a key is either searched or fixed")
         metrics = getattr(objective, "__hposdk_metrics__", None)
         if metrics is not None and cfg.metric not in metrics:
-            close = difflib.get_close_matches(cfg.metric, list(metrics), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            close = _suggest(cfg.metric, list(metrics))
+            hint = f" Did you mean {close!r}?" if close else ""
             raise ConfigError(f"metric: the objective returns {list(metrics)}, not {cfg.metric!r}.{hint}")
         n_trials = cfg.n_trials
         if cfg.optimizer == "grid":

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from ..exceptions import BackendNotFoundError, MissingExtraError
 

@@ -7,18 +7,69 @@ from typing import Any
 
 from pydantic import ValidationError
 
-# Pydantic lists a failed union member per tag; these parts of a location add nothing for a user.
-_NOISE = {"uniform", "loguniform", "integer", "discrete", "function-after[_check(), Uniform]"}
+# Parts of a pydantic location that only name union members ("uniform", "float") or validators.
+_TAGS = {"uniform", "loguniform", "integer", "discrete"}
+_SCALAR_TAGS = {"float", "int", "bool", "str", "none"}
+_FIELDS = {"low", "high", "step", "base", "log"}
+
+#: (location, message, error type, input) of one problem.
+Detail = tuple[tuple[Any, ...], str, str, Any]
 
 
-def loc_to_path(loc: Sequence[int | str]) -> str:
-    """Render a pydantic location such as ``('space', 'lr', 'low')`` as ``space.lr.low``."""
-    parts: list[str] = []
+def _clean_loc(loc: Sequence[Any]) -> tuple[Any, ...]:
+    parts: list[Any] = []
     for p in loc:
-        if isinstance(p, str) and (p in _NOISE or p.startswith("function-")):
+        if isinstance(p, str) and (p in _TAGS or p.startswith("function-")):
             continue
-        parts.append(f"[{p}]" if isinstance(p, int) else str(p))
-    return ".".join(parts).replace(".[", "[")
+        if isinstance(p, str) and p in _SCALAR_TAGS and parts and parts[-1] in _FIELDS:
+            continue  # `low: StrictFloat | StrictInt` reports each member; the field is enough
+        parts.append(p)
+    return tuple(parts)
+
+
+def flatten(exc: ValidationError) -> list[Detail]:
+    """Every problem with its full location, looking through errors raised by nested models."""
+    out: list[Detail] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        inner = (err.get("ctx") or {}).get("error")
+        details = getattr(inner, "details", None)
+        if details:
+            out.extend((loc + d[0], d[1], d[2], d[3]) for d in details)
+            continue
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append((loc, msg, str(err.get("type", "")), err.get("input")))
+    return out
+
+
+def loc_to_path(loc: Sequence[Any]) -> str:
+    """Render a location such as ``('space', 'lr', 'low')`` as ``space.lr.low``."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in _clean_loc(loc)).replace(".[", "[")
+
+
+def format_details(
+    details: list[Detail], prefix: str = "", line_of: Callable[[tuple[Any, ...]], int | None] | None = None
+) -> str:
+    """One line per problem: ``[line N: ]<where>: <what> (got <value>)``, each path once."""
+    lines: dict[str, None] = {}
+    seen_paths: set[str] = set()
+    for loc, msg, kind, value in details:
+        path = loc_to_path(loc)
+        if kind in {"float_type", "int_type", "float_parsing", "int_parsing"} and path in seen_paths:
+            continue  # the same field failed as float and as int: one line says it
+        seen_paths.add(path)
+        where = f"{prefix}.{path}" if prefix and path else (prefix or path or "value")
+        if line_of is not None:
+            line = line_of(_clean_loc(loc))
+            if line is not None:
+                where = f"line {line}: {where}"
+        if kind == "extra_forbidden":
+            msg = "unknown field; check its spelling"
+        elif kind in {"float_type", "int_type", "float_parsing", "int_parsing"}:
+            msg = "Input should be a number"
+        got = "" if kind in {"value_error", "missing", ""} else f" (got {value!r})"
+        lines[f"{where}: {msg}{got}"] = None
+    return "\n".join(lines)
 
 
 def format_validation_error(
@@ -26,30 +77,5 @@ def format_validation_error(
     prefix: str = "",
     line_of: Callable[[tuple[Any, ...]], int | None] | None = None,
 ) -> str:
-    """One line per error: ``<where>: <what> (got <value>)``.
-
-    Args:
-        exc: the pydantic error.
-        prefix: what was being validated (e.g. ``Uniform`` or ``search space``).
-        line_of: maps a location to a source line number (YAML files), if known.
-    """
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err.get("loc", ()))
-        path = loc_to_path(loc)
-        msg = str(err.get("msg", "invalid"))
-        msg = msg.removeprefix("Value error, ")
-        where = f"{prefix}.{path}" if prefix and path else (prefix or path or "value")
-        if line_of is not None:
-            line = line_of(loc)
-            if line is not None:
-                where = f"line {line}: {where}"
-        got = ""
-        if err.get("type") not in {"value_error", "missing"} and "input" in err:
-            got = f" (got {err['input']!r})"
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field; check its spelling"
-        lines.append(f"{where}: {msg}{got}")
-    # A union error repeats for every member that did not match; keep each line once.
-    seen: dict[str, None] = dict.fromkeys(lines)
-    return "\n".join(seen)
+    """Format a pydantic error for people (see :func:`format_details`)."""
+    return format_details(flatten(exc), prefix, line_of)

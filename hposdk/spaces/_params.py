@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -77,23 +78,16 @@ class _Param(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: ClassVar[str]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Allow the positional form the users write (``Uniform(0.01, 0.1, step=0.01)``) and turn
-        # pydantic's ValidationError into a SpaceError whose text names the rule and the fix.
-        fields = [f for f in type(self).model_fields if f != "type"]
-        if len(args) > len(fields):
-            raise SpaceError(f"{type(self).__name__} takes at most {len(fields)} positional arguments "
-                             f"({', '.join(fields)}), got {len(args)}")
-        for name, value in zip(fields, args):
-            if name in kwargs:
-                raise SpaceError(f"{type(self).__name__} got two values for {name!r}")
-            kwargs[name] = value
+    def __init__(self, **kwargs: Any) -> None:
+        # Subclasses declare the positional form users write (``Uniform(0.01, 0.1, step=0.01)``);
+        # here pydantic's ValidationError becomes a SpaceError naming the rule and the fix.
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            from ._errors import format_validation_error
+            from ._errors import flatten, format_details
 
-            raise SpaceError(format_validation_error(exc, prefix=type(self).__name__)) from None
+            details = flatten(exc)
+            raise SpaceError(format_details(details, prefix=type(self).__name__), details) from None
 
     # --- the interface every parameter implements -------------------------------------------
     @property
@@ -170,6 +164,9 @@ class Uniform(_Range):
     high: StrictFloat | StrictInt
     step: StrictFloat | StrictInt | None = None
     kind: ClassVar[str] = "uniform"
+
+    def __init__(self, low: float, high: float, step: float | None = None, **data: Any) -> None:
+        _Param.__init__(self, low=low, high=high, step=step, **data)
 
     @model_validator(mode="after")
     def _check(self) -> Uniform:
@@ -263,6 +260,9 @@ class LogUniform(_Range):
     base: StrictFloat | StrictInt = 10
     step: StrictFloat | StrictInt | None = None
     kind: ClassVar[str] = "loguniform"
+
+    def __init__(self, low: float, high: float, base: float = 10, step: float | None = None, **data: Any) -> None:
+        _Param.__init__(self, low=low, high=high, base=base, step=step, **data)
 
     @model_validator(mode="after")
     def _check(self) -> LogUniform:
@@ -389,6 +389,9 @@ class Integer(_Range):
     log: StrictBool = False
     kind: ClassVar[str] = "integer"
 
+    def __init__(self, low: int, high: int, step: int = 1, log: bool = False, **data: Any) -> None:
+        _Param.__init__(self, low=low, high=high, step=step, log=log, **data)
+
     @model_validator(mode="after")
     def _check(self) -> Integer:
         self._validate_bounds(self.low, self.high)
@@ -460,6 +463,9 @@ class Discrete(_Param):
     type: Literal["discrete"] = "discrete"
     choices: tuple[Value, ...]
     kind: ClassVar[str] = "discrete"
+
+    def __init__(self, choices: Sequence[Any], **data: Any) -> None:
+        _Param.__init__(self, choices=choices, **data)
 
     @model_validator(mode="after")
     def _check(self) -> Discrete:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ConfigDict, RootModel, ValidationError, field_validator
 
 from ..exceptions import SpaceError
-from ._errors import format_validation_error
+from ._errors import flatten, format_details
 from ._params import MAX_GRID, Parameter, _native
 
 __all__ = ["SearchSpace"]
@@ -41,7 +41,8 @@ class SearchSpace(RootModel[dict[str, Parameter]]):
         try:
             super().__init__(data)
         except ValidationError as exc:
-            raise SpaceError(format_validation_error(exc, prefix="space")) from None
+            details = flatten(exc)
+            raise SpaceError(format_details(details, prefix="space"), details) from None
 
     @field_validator("root")
     @classmethod

@@ -85,3 +85,23 @@ def die(trial: Trial) -> float:
     if float(trial.params["x"]) > 0.5:
         os._exit(3)
     return float(trial.params["x"])
+
+
+def sleepy(trial: Trial) -> dict[str, float]:
+    """Sleeps ``sleep`` seconds (default 0.2), then returns ``(x - 0.3)**2`` (crash/resume tests)."""
+    import time
+
+    _log_call(trial)
+    time.sleep(float(trial.params.get("sleep", 0.2)))
+    x = float(trial.params["x"])
+    trial.report(0, loss=(x - 0.3) ** 2)
+    return {"loss": (x - 0.3) ** 2}
+
+
+def flaky(trial: Trial) -> float:
+    """Fails on its first attempt, succeeds on the retry (a transient failure)."""
+    marker = Path(trial.workdir) / "attempted"
+    if not marker.exists():
+        marker.write_text("1")
+        raise ConnectionError("transient failure")
+    return float(trial.params["x"])

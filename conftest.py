@@ -1,0 +1,3 @@
+"""Repository-wide pytest configuration."""
+
+collect_ignore = ["hposdk/__main__.py"]

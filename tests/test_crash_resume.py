@@ -1,0 +1,96 @@
+"""A study survives its driver being killed (SIGKILL) or stopped (SIGINT, SIGTERM), and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hposdk import load_study
+
+STUDY = """\
+name: crashy
+objective: hposdk.testing.objectives:sleepy
+metric: loss
+optimizer: {optimizer}
+n_trials: 10
+max_concurrent: {workers}
+seed: 3
+fixed: {{sleep: 0.25, log_path: {log}}}
+space:
+  x: {{type: uniform, low: 0.0, high: 1.0}}
+"""
+
+
+def finished_numbers(record: Path) -> set[int]:
+    if not record.exists():
+        return set()
+    out = set()
+    for line in record.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ev.get("event") == "finish":
+            out.add(ev["trial"]["number"])
+    return out
+
+
+def start(tmp_path: Path, optimizer: str, workers: int) -> tuple[subprocess.Popen[bytes], Path, Path, list[str]]:
+    log = tmp_path / "calls.txt"
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(optimizer=optimizer, workers=workers, log=log))
+    cmd = [sys.executable, "-m", "hposdk", "run", str(path), "--storage", str(tmp_path / "st"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, tmp_path / "st" / "crashy" / "study.jsonl", log, cmd
+
+
+def wait_for(record: Path, n: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(finished_numbers(record)) < n:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "driver exited early"
+        assert time.monotonic() < deadline, "study made no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "optimizer", "workers"), [
+    (signal.SIGKILL, "tpe", 1),
+    (signal.SIGKILL, "random", 2),
+    (signal.SIGINT, "random", 1),
+    (signal.SIGTERM, "tpe", 2),
+])
+def test_killed_or_stopped_driver_resumes_without_repeating_completed_trials(
+    tmp_path: Path, sig: signal.Signals, optimizer: str, workers: int
+) -> None:
+    proc, record, log, cmd = start(tmp_path, optimizer, workers)
+    wait_for(record, 4, proc)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    done_before = finished_numbers(record)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 130, proc.stderr.read().decode() if proc.stderr else ""
+        assert '"kind":"interrupted"' in record.read_text()
+    assert 4 <= len(done_before) < 10
+
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)  # resume
+    result = load_study(record)
+    assert len(result.trials) == 10 and sorted(t.number for t in result.trials) == list(range(10))
+    calls = Counter(int(n) for n in log.read_text().split())
+    repeated = {n for n, c in calls.items() if c > 1}
+    assert not repeated & done_before, f"completed trials ran again: {repeated & done_before}"
+    values = [t.value for t in result.trials if t.value is not None]
+    assert result.best.value == min(values)
+    if os.name == "posix":  # no worker left behind by the killed driver
+        time.sleep(0.5)
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert str(tmp_path) not in ps
