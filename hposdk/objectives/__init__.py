@@ -1,0 +1,1 @@
+"""Ready objectives, each behind its own extra: ``hposdk.objectives.mnist``, ``hposdk.objectives.gptq``."""
