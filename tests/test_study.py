@@ -264,8 +264,10 @@ def test_import_hposdk_loads_no_engine() -> None:
 
 
 def test_all_is_honest() -> None:
+    import types
+
     public = {n for n in dir(hposdk) if not n.startswith("_")} | {"__version__"}
-    modules = {"backends", "exceptions", "result", "spaces", "study", "trial", "testing", "cli", "objectives"}
+    modules = {n for n in public if isinstance(getattr(hposdk, n), types.ModuleType)}
     assert set(hposdk.__all__) == public - modules
     for name in hposdk.__all__:
         assert getattr(hposdk, name) is not None
