@@ -138,7 +138,10 @@ class _Engine:
         if spec.pruner is not None:
             pruner = getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))
         direction: Any = "minimize" if spec.mode == "min" else "maximize"
-        self.study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+        # Grid and random search without a pruner need nothing from Optuna: skip the mirror
+        # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
+        self.mirror = spec.optimizer == "tpe" or spec.pruner is not None
+        self.study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner) if self.mirror else None
         self._grid: deque[dict[str, Any]] | None = None
         self._taken: set[str] = set()
 
@@ -151,6 +154,8 @@ class _Engine:
         ts = self.optuna.trial.TrialState
         for t in sorted(finished, key=lambda t: t.number):
             self._taken.add(self._key(t.params))
+            if self.study is None:
+                continue
             inter = {r.step: r.metrics[self.spec.metric] for r in t.reports if self.spec.metric in r.metrics}
             state = {TrialState.COMPLETE: ts.COMPLETE, TrialState.PRUNED: ts.PRUNED}.get(t.state, ts.FAIL)
             value = t.value if state == ts.COMPLETE else None
@@ -181,20 +186,26 @@ class _Engine:
 
     def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Start an Optuna trial with ``params`` fixed (or sampled when empty)."""
+        if self.study is None:
+            return None, params
         if params:
             self.study.enqueue_trial(_optuna.encode(self.spec.space, params))
         otrial = self.study.ask(self.dists)
         return otrial, _optuna.decode(self.spec.space, otrial.params)
 
     def report(self, otrial: Any, report: Report | ReportRecord) -> None:
+        if otrial is None:
+            return
         value = report.metrics.get(self.spec.metric)
         if value is not None:
             otrial.report(value, report.step)
 
     def should_prune(self, otrial: Any) -> bool:
-        return bool(otrial.should_prune())
+        return otrial is not None and bool(otrial.should_prune())
 
     def tell(self, otrial: Any, outcome: Outcome) -> None:
+        if self.study is None:
+            return
         ts = self.optuna.trial.TrialState
         if outcome.state is TrialState.COMPLETE:
             self.study.tell(otrial, outcome.value)
