@@ -462,8 +462,10 @@ class _WorkerTrial(Trial):
 
 
 def _worker_main(conn: Connection, payload: bytes, metric: str) -> None:
-    # Ctrl-C reaches the whole process group; the driver decides what happens to running trials.
+    # Ctrl-C (and a batch scheduler's SIGTERM) reach the whole process group; the driver decides
+    # what happens to running trials, so that they are re-run on resume instead of marked FAILED.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     objective = pickle.loads(payload)
     while True:
         try:
