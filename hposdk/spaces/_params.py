@@ -208,6 +208,7 @@ class Uniform(_Range):
         return self.value_at(rng.randint(0, self.n_steps))
 
     def canonicalize(self, value: Any) -> float:
+        value = _native(value)  # numpy.int64(3) is not an int subclass
         _check_number("value", value)
         v = float(value)
         lo, hi = float(self.low), float(self.high)
@@ -357,6 +358,7 @@ class LogUniform(_Range):
         return self.value_at(rng.randint(0, self.n_steps))
 
     def canonicalize(self, value: Any) -> float | int:
+        value = _native(value)  # numpy.int64(3) is not an int subclass
         _check_number("value", value)
         v = float(value)
         lo, hi = float(self.low), float(self.high)
@@ -434,6 +436,7 @@ class Integer(_Range):
         return self.low + self.step * rng.randint(0, self.cardinality - 1)
 
     def canonicalize(self, value: Any) -> int:
+        value = _native(value)  # numpy.int64(3) is not an int subclass
         _check_number("value", value)
         if not _is_whole(float(value)):
             raise ValueError(f"{value!r} is not an integer")
