@@ -1,0 +1,243 @@
+"""executor='local': ClearML's search strategies choose the trials, hposdk runs them on this machine.
+
+No server is contacted. The strategy objects are the ones the fleet uses (``_strategies.py``,
+``_optuna_strategy.py``); instead of letting ``HyperParameterOptimizer`` clone tasks, hposdk's local
+driver (``hposdk.backends.local``: in-process, or worker processes for ``max_concurrent > 1``, with
+retries, timeouts and crash isolation) asks them for the next point and feeds results back:
+
+* grid: ``GridSearch._next_configuration`` (``itertools.product`` of every ``to_list()``);
+* random: every parameter's ``get_value()``, ClearML's 42-tries rule for a new point;
+* tpe: the TPE sampler and pruner of ``OptimizerOptuna`` through Optuna's ask/tell, with ClearML's
+  rule that a repeated point is pruned without running; trial reports drive the pruner.
+
+With a pruner, grid and random trials are also told to a shadow Optuna study that holds the pruner
+(the same as on the fleet, where the strategy's ``monitor_job`` feeds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from ...result import ReportRecord, TrialResult, TrialState
+from ...trial import Report
+from .._base import Outcome, RunSession, StudySpec
+from ..local import _Driver
+from ._options import ClearMLOptions
+from ._translate import params_key, to_clearml
+
+__all__ = ["ClearMLEngine", "OfflineRecorder", "make_strategy", "run_local"]
+
+
+def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[TrialResult] = ()) -> Any:
+    """The hposdk-flavoured ClearML strategy of ``spec.optimizer``, usable with no server."""
+    from clearml.automation.optimization import MultiObjective
+
+    finished = sorted(finished, key=lambda t: t.number)
+    history = [history_entry(t, spec.metric) for t in finished]
+    common: dict[str, Any] = dict(
+        base_task_id="hposdk-local",
+        hyper_parameters=to_clearml(spec.space, optimizer=spec.optimizer, section=options.section,
+                                    names=options.param_names),
+        objective_metric=MultiObjective(title=[spec.metric], series=[spec.metric], order=[spec.mode],
+                                        extremum=[False]),
+        execution_queue="",
+        num_concurrent_workers=spec.max_concurrent,
+        total_max_jobs=spec.n_trials,
+        hposdk_space=spec.space.to_dict(),
+        hposdk_section=options.section,
+        hposdk_names=dict(options.param_names),
+        hposdk_seed=spec.seed,
+        hposdk_offline=True,
+        hposdk_history=history,
+        hposdk_pruner=spec.pruner,
+        hposdk_pruner_options=dict(spec.pruner_options),
+    )
+    if spec.optimizer == "grid":
+        from ._strategies import HposdkGridSearch
+
+        return HposdkGridSearch(**common)
+    if spec.optimizer == "random":
+        from ._strategies import HposdkRandomSearch
+
+        return HposdkRandomSearch(**common)
+    if spec.optimizer == "tpe":
+        from ._optuna_strategy import HposdkOptuna
+
+        return HposdkOptuna(max_iteration_per_job=None, hposdk_sampler_options=dict(spec.optimizer_options),
+                            **common)
+    raise AssertionError(f"unreachable: optimizer {spec.optimizer!r} was checked")  # pragma: no cover
+
+
+def history_entry(trial: TrialResult, metric: str) -> dict[str, Any]:
+    """A finished trial as the plain data HposdkOptuna warm-starts from."""
+    return {
+        "params": dict(trial.params),
+        "state": str(trial.state),
+        "value": trial.value,
+        "reports": [[r.step, r.metrics[metric]] for r in trial.reports if metric in r.metrics],
+    }
+
+
+class ClearMLEngine:
+    """The engine interface of ``hposdk.backends.local._Driver``, backed by a ClearML strategy."""
+
+    def __init__(self, spec: StudySpec, options: ClearMLOptions, finished: Iterable[TrialResult] = ()) -> None:
+        self.spec = spec
+        self.strategy = make_strategy(spec, options, finished)
+        # The driver adds the params of re-run trials here; it is the strategy's own "taken" set.
+        self._taken: set[str] = self.strategy.hposdk_taken
+        self.tpe = spec.optimizer == "tpe"
+        self._pending: dict[str, Any] = {}
+        import optuna
+
+        self.optuna = optuna
+        self.study: Any = None
+        if self.tpe:
+            self.study = self.strategy._study = self.strategy.make_study()
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return params_key(params)
+
+    def restore(self, finished: Any) -> None:
+        """Finished trials were given to the strategy when it was built (nothing more to do)."""
+
+    def propose(self, number: int) -> dict[str, Any] | None:
+        """The strategy's next point (None when it is done: grid exhausted, space covered)."""
+        if not self.tpe:
+            params: dict[str, Any] | None = self.strategy.hposdk_next()
+            return params
+        asked = self.strategy.ask()
+        if asked is None:
+            return None
+        otrial, params = asked
+        self._pending[params_key(params)] = otrial
+        return params
+
+    def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The Optuna trial of a proposal (a re-run trial is enqueued with its params first)."""
+        if not self.tpe:
+            # With a pruner, grid/random trials live in the pruner's shadow study (None without one).
+            otrial = self.strategy.hposdk_shadow_trial(params)
+            self.study = self.strategy._hposdk_mirror
+            return otrial, params
+        otrial = self._pending.pop(params_key(params), None)
+        if otrial is None:  # a trial that never finished, run again with the same params
+            self.strategy.enqueue(params)
+            otrial, params = self.strategy.ask()
+        return otrial, params
+
+    def report(self, otrial: Any, report: Report | ReportRecord) -> None:
+        value = report.metrics.get(self.spec.metric)
+        if otrial is not None and value is not None:
+            otrial.report(value, report.step)
+
+    def should_prune(self, otrial: Any) -> bool:
+        return bool(otrial.should_prune()) if otrial is not None else False
+
+    def tell(self, otrial: Any, outcome: Outcome) -> None:
+        if otrial is None:
+            return
+        ts = self.optuna.trial.TrialState
+        study = self.study
+        if outcome.state is TrialState.COMPLETE:
+            study.tell(otrial, outcome.value)
+        elif outcome.state is TrialState.PRUNED:
+            study.tell(otrial, state=ts.PRUNED)
+        else:
+            study.tell(otrial, state=ts.FAIL)
+
+
+class _RecordingDriver(_Driver):
+    """The local driver, also handing every finished trial to the offline recorder."""
+
+    recorder: OfflineRecorder | None = None
+
+    def on_outcome(self, task: Any, outcome: Outcome) -> None:
+        super().on_outcome(task, outcome)
+        result = self.session.finished.get(task.number)
+        if self.recorder is not None and result is not None and result.attempt == task.attempt:
+            self.recorder.submit(result)
+
+
+def run_local(spec: StudySpec, session: RunSession, options: ClearMLOptions) -> None:
+    """Run the study on this machine (see the module docstring)."""
+    engine = ClearMLEngine(spec, options, session.finished.values())
+    driver = _RecordingDriver(spec, session, engine)  # type: ignore[arg-type] # duck-typed engine
+    recorder = OfflineRecorder(spec, options) if options.record_offline else None
+    driver.recorder = recorder
+    try:
+        if spec.max_concurrent > 1 or spec.trial_timeout is not None or options.isolate:
+            driver.run_pool()
+        else:
+            driver.run_inline()
+    finally:
+        if recorder is not None:
+            sessions = recorder.close()
+            session.journal.note(kind="clearml_offline_sessions", sessions=sessions)
+
+
+# --- optional: every trial as a ClearML offline session, written off the critical path ------------
+
+
+class OfflineRecorder:
+    """A background process that records finished trials as ClearML offline sessions.
+
+    ClearML's offline ``Task.close()`` waits ~11 s for its reporter subprocess, and ``Task.init``
+    hooks process-wide state (atexit, signals); a separate process keeps both away from the
+    trials. Trials are sent as JSON lines; :meth:`close` waits for the sessions to be written.
+    """
+
+    def __init__(self, spec: StudySpec, options: ClearMLOptions) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "hposdk.backends.clearml._offline"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "CLEARML_OFFLINE_MODE": "1"},
+        )
+        self._header = {
+            "study": spec.name, "project": options.project, "section": options.section,
+            "names": dict(options.param_names),
+            "metric": spec.metric, "title": options.objective_title or spec.metric,
+            "series": options.objective_series or spec.metric,
+        }
+        self._sessions: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._send(self._header)
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(payload) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the recorder died; trials are unaffected (the hposdk record is the source of truth)
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.startswith("session "):
+                self._sessions.append(line[len("session "):].strip())
+
+    def submit(self, result: TrialResult) -> None:
+        """Queue one finished trial (returns at once)."""
+        self._send({"trial": json.loads(result.model_dump_json())})
+
+    def close(self, timeout: float = 120.0) -> list[str]:
+        """Finish writing and return the session folders written."""
+        if self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._reader.join(timeout=5)
+        return list(self._sessions)
