@@ -17,8 +17,25 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def _importable_from(directory: str) -> None:
+    """Let ``objective: module:function`` name a module beside the study file (as ``python`` would),
+    here and in the worker processes and Ray workers this run starts (they inherit PYTHONPATH)."""
+    import os
+
+    path = os.path.abspath(directory)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if path not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([path, *parts])
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from .study import Study
+
+    _importable_from(os.path.dirname(args.study) or ".")
 
     overrides: dict[str, Any] = {}
     for key in ("backend", "optimizer", "n_trials", "max_concurrent", "name", "storage", "seed"):
@@ -110,6 +127,16 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from .backends._slurm import write_slurm_script
+
+    path = write_slurm_script(args.output, args.study, nodes=args.nodes, cpus_per_node=args.cpus_per_node,
+                              gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition,
+                              account=args.account, port=args.port, setup=args.setup)
+    print(f"wrote {path}; submit it with: sbatch {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="hposdk", description="Hyperparameter optimisation on any backend.")
@@ -141,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="list backends, their optimizers and pruners")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.set_defaults(func=_cmd_backends)
+
+    slurm = sub.add_parser("slurm", help="write a Slurm batch script: a Ray cluster over the nodes, the study on it")
+    slurm.add_argument("study", help="the study YAML file")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes (the first runs the Ray head)")
+    slurm.add_argument("--cpus-per-node", type=int, default=1, dest="cpus_per_node")
+    slurm.add_argument("--gpus-per-node", type=int, default=0, dest="gpus_per_node")
+    slurm.add_argument("--time", default="01:00:00", help="wall-time limit (default 01:00:00)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--account")
+    slurm.add_argument("--port", type=int, default=6379, help="the Ray head's port (default 6379)")
+    slurm.add_argument("--setup", action="append", help="a shell line run first (module load ...); repeatable")
+    slurm.add_argument("-o", "--output", default="slurm_hpo.sh", help="the script to write (default slurm_hpo.sh)")
+    slurm.set_defaults(func=_cmd_slurm)
     return parser
 
 

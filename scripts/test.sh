@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25.1"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[all]" --group dev
+# Servers some tests start for real on 127.0.0.1 (a one-node Slurm cluster for the Ray-on-Slurm
+# script). Installed from Debian's packages where this script may (root with apt); elsewhere
+# those tests say plainly that they are skipped and why.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v slurmctld >/dev/null \
+   && [ -z "${HPOSDK_NO_APT:-}" ]; then
+    echo "== apt-get install slurmctld slurmd slurm-client munge"
+    (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        slurmctld slurmd slurm-client munge >/dev/null) || echo "(could not install Slurm: its test will be skipped)"
+fi
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy hposdk
 echo "== pytest"; exec .venv/bin/python -m pytest "$@"

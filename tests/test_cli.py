@@ -23,6 +23,13 @@ space:
 """
 
 
+@pytest.fixture(autouse=True)
+def _restore_import_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hposdk run` puts the study file's directory on sys.path and PYTHONPATH; undo it per test.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", __import__("os").environ.get("PYTHONPATH", ""))
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(text)
@@ -94,3 +101,13 @@ def test_backends_lists_capabilities_as_data(capsys: pytest.CaptureFixture[str])
 def test_console_script_entry_point(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "hposdk", "--help"], capture_output=True, text=True, check=True)
     assert "run" in out.stdout and "show" in out.stdout
+
+
+def test_an_objective_beside_the_study_file_is_importable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = "def objective(trial):\n    return (trial.params['x'] - 0.5) ** 2 + trial.params['z']\n"
+    (tmp_path / "my_train.py").write_text(code)
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.replace("hposdk.testing.objectives:quadratic", "my_train:objective")
+                     .replace("optimizer: grid", "optimizer: grid\nmax_concurrent: 2"))
+    assert main(["run", str(study), "--storage", str(tmp_path / "st"), "--no-progress"]) == 0
+    assert "x=0.5" in capsys.readouterr().out
