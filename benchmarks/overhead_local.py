@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -45,6 +46,18 @@ def hposdk_local(sampler: str, n: int, root: Path) -> float:
     return (time.perf_counter() - start) / n
 
 
+def optuna_journal(sampler: str, n: int, root: Path) -> float:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = root / f"j-{time.monotonic_ns()}.log"
+    return raw_optuna(sampler, JournalStorage(JournalFileBackend(str(path))), n)  # type: ignore[arg-type]
+
+
+def optuna_sqlite(sampler: str, n: int, root: Path) -> float:
+    return raw_optuna(sampler, f"sqlite:///{root}/s-{time.monotonic_ns()}.db", n)
+
+
 def median_ms(fn: Callable[[], float], repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats)) * 1e3
 
@@ -69,18 +82,10 @@ def main() -> None:
         root = Path(tmp)
         for sampler in ("random", "tpe"):
             for n in args.trials:
-                ours = median_ms(lambda: hposdk_local(sampler, n, root), args.repeats)
-                mem = median_ms(lambda: raw_optuna(sampler, None, n), args.repeats)
-
-                def journal() -> float:
-                    from optuna.storages import JournalStorage
-                    from optuna.storages.journal import JournalFileBackend
-
-                    path = root / f"j-{time.monotonic_ns()}.log"
-                    return raw_optuna(sampler, JournalStorage(JournalFileBackend(str(path))), n)  # type: ignore[arg-type]
-
-                jour = median_ms(journal, args.repeats)
-                sql = median_ms(lambda: raw_optuna(sampler, f"sqlite:///{root}/s-{time.monotonic_ns()}.db", n), 1)
+                ours = median_ms(partial(hposdk_local, sampler, n, root), args.repeats)
+                mem = median_ms(partial(raw_optuna, sampler, None, n), args.repeats)
+                jour = median_ms(partial(optuna_journal, sampler, n, root), args.repeats)
+                sql = median_ms(partial(optuna_sqlite, sampler, n, root), 1)
                 print(f"| {sampler} | {n} | {ours:.2f} | {mem:.2f} | {jour:.2f} | {sql:.2f} | {ours / mem:.2f}x |")
 
 
