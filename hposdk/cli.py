@@ -1,4 +1,4 @@
-"""The ``hposdk`` command line: run a study from YAML, show a study, list backends.
+"""The ``hposdk`` command line: run a study from YAML, show or plot a study, list backends.
 
 Errors a user can cause print one clear message (exit code 2), never a traceback.
 """
@@ -99,7 +99,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_backends(args: argparse.Namespace) -> int:
+def backend_rows() -> list[dict[str, Any]]:
+    """Every registered backend and, when its engine is installed, its capabilities as data.
+
+    The source of ``hposdk backends`` (text, ``--json``, ``--markdown``) and of the backends table
+    in the docs and README (``docs/gen_backends.py``), so the three never disagree.
+    """
     from .backends._registry import available_backends, get_backend
 
     rows = []
@@ -112,18 +117,79 @@ def _cmd_backends(args: argparse.Namespace) -> int:
         else:
             caps = cls.capabilities
             row.update(installed=True, optimizers=list(caps.optimizers), pruners=list(caps.pruners),
-                       parallel=caps.parallel, resume=caps.resume)
+                       budget_optimizers=list(caps.budget_optimizers), space_features=list(caps.space_features),
+                       parallel=caps.parallel,
+                       resume=caps.resume, options_model=cls.options_model.__name__,
+                       options=list(cls.options_model.model_fields), notes=caps.notes)
         rows.append(row)
+    return rows
+
+
+def backends_markdown(rows: list[dict[str, Any]]) -> str:
+    """The backends table as Markdown (one row per backend; uninstalled ones say how to install)."""
+    def code(items: list[str]) -> str:
+        return ", ".join(f"`{i}`" for i in items) or "-"
+
+    def features(items: list[str]) -> str:
+        from .backends._base import SPACE_FEATURES
+
+        return "all (exact)" if set(items) >= set(SPACE_FEATURES) else code(items)
+
+    def options(items: list[str]) -> str:
+        # The full list is in `hposdk backends` and on each backend's page; keep the table readable.
+        return code(items) if len(items) <= 6 else f"{code(items[:5])}, ... ({len(items)} in all)"
+
+    lines = ["| backend | install | optimizers | budget optimizers | pruners / schedulers | parameter types "
+             "| `backend_options` |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        install = f"`pip install hposdk[{r['extra']}]`" if r["extra"] else "included"
+        if not r["installed"]:
+            lines.append(f"| `{r['backend']}` | {install} | (not installed here) | | | | |")
+            continue
+        lines.append(f"| `{r['backend']}` | {install} | {code(r['optimizers'])} | {code(r['budget_optimizers'])} "
+                     f"| {code(r['pruners'])} | {features(r['space_features'])} | {options(r['options'])} |")
+    return "\n".join(lines)
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    rows = backend_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
+        return 0
+    if args.markdown:
+        print(backends_markdown(rows))
         return 0
     for r in rows:
         if r["installed"]:
             print(f"{r['backend']:<9} {r['description']}")
-            print(f"{'':<9} optimizers: {', '.join(r['optimizers'])}")
+            print(f"{'':<9} optimizers: {', '.join(r['optimizers'])}"
+                  + (f" (budget-aware: {', '.join(r['budget_optimizers'])})" if r["budget_optimizers"] else ""))
             print(f"{'':<9} pruners/schedulers: {', '.join(r['pruners']) or '-'}")
+            print(f"{'':<9} parameter types (translated exactly): {', '.join(r['space_features'])}")
+            print(f"{'':<9} backend_options ({r['options_model']}): {', '.join(r['options']) or '-'}")
+            if r["notes"]:
+                print(f"{'':<9} notes: {r['notes']}")
         else:
             print(f"{r['backend']:<9} not installed: {r['hint']}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .exceptions import ConfigError
+    from .plotting import PLOT_KINDS
+    from .study import load_study
+
+    result = load_study(args.study, storage=args.storage)
+    output = args.output or (f"{result.name}-report.html" if args.kind == "all" else f"{result.name}-{args.kind}.png")
+    if output.lower().endswith((".html", ".htm")):
+        path = result.write_report(output)  # the report holds every kind
+    elif args.kind == "all":
+        raise ConfigError(f"--kind all writes an HTML report, but -o is {output!r}. Fix: use -o report.html "
+                          "or pick one of --kind " + "|".join(PLOT_KINDS))
+    else:
+        path = PLOT_KINDS[args.kind](result, output)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -167,7 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="list backends, their optimizers and pruners")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.add_argument("--markdown", action="store_true", help="a Markdown table (the one in the docs)")
     backends.set_defaults(func=_cmd_backends)
+
+    plot = sub.add_parser("plot", help="plot a study (PNG/SVG/PDF) or write a self-contained HTML report")
+    plot.add_argument("study", help="study name, directory or study.jsonl path")
+    plot.add_argument("--storage", help="directory of study records (default ./hposdk-studies)")
+    plot.add_argument("--kind", choices=["history", "parallel", "importance", "curves", "all"], default="all",
+                      help="what to draw (default all: an HTML report)")
+    plot.add_argument("-o", "--output", help="the file to write; .html writes the report "
+                      "(default <study>-<kind>.png, or <study>-report.html for all)")
+    plot.set_defaults(func=_cmd_plot)
 
     slurm = sub.add_parser("slurm", help="write a Slurm batch script: a Ray cluster over the nodes, the study on it")
     slurm.add_argument("study", help="the study YAML file")

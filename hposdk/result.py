@@ -215,11 +215,42 @@ class StudyResult(BaseModel):
             text = Path(source).read_text()
         return cls.model_validate_json(text)
 
+    # --- plots (hposdk.plotting is imported only here, so matplotlib stays optional) -----------
     def plot_history(self, path: str | Path) -> Path:
         """Write the optimisation history plot (needs ``pip install hposdk[plot]``)."""
         from .plotting import plot_history
 
         return plot_history(self, path)
+
+    def plot_parallel_coordinates(self, path: str | Path) -> Path:
+        """Write a parallel-coordinates plot of the completed trials (see :mod:`hposdk.plotting`)."""
+        from .plotting import plot_parallel_coordinates
+
+        return plot_parallel_coordinates(self, path)
+
+    def plot_importance(self, path: str | Path) -> Path:
+        """Write a bar chart of the parameters' fANOVA importances (see :meth:`param_importances`)."""
+        from .plotting import plot_importance
+
+        return plot_importance(self, path)
+
+    def plot_learning_curves(self, path: str | Path, metric: str | None = None) -> Path:
+        """Write every trial's intermediate reports of ``metric`` (default: the study metric) per step."""
+        from .plotting import plot_learning_curves
+
+        return plot_learning_curves(self, path, metric)
+
+    def param_importances(self, seed: int = 0) -> dict[str, float]:
+        """Each parameter's share of the metric's variance (Optuna's fANOVA), most important first."""
+        from .plotting import param_importances
+
+        return param_importances(self, seed)
+
+    def write_report(self, path: str | Path) -> Path:
+        """Write a self-contained HTML report: summary, every plot that applies, the trials table."""
+        from .plotting import write_report
+
+        return write_report(self, path)
 
     def table(self, limit: int | None = None, sort: bool = True) -> str:
         """A plain-text table of trials (best first when ``sort``)."""

@@ -240,7 +240,7 @@ class FixedTrial(Trial):
         number: the trial number.
         workdir: a directory for the trial's files (a fresh temporary one by default).
 
-    Example:
+    Examples:
         >>> def objective(trial):
         ...     for step in range(3):
         ...         trial.report(step, loss=1.0 / (step + 1))

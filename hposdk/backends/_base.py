@@ -71,6 +71,13 @@ class Budget(BaseModel):
         return self
 
 
+#: The space features every parameter type offers. A backend lists those it translates exactly
+#: (the conformance suites check it); anything else is refused at translation, never dropped.
+SPACE_FEATURES = (
+    "uniform", "uniform+step", "loguniform", "loguniform+step", "integer", "integer+step", "integer+log", "discrete",
+)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do, as data (asked before running, listed by ``hposdk backends``)."""
@@ -80,6 +87,7 @@ class Capabilities:
     parallel: bool = True
     resume: bool = True
     budget_optimizers: tuple[str, ...] = ()  # optimizers that set trial.budget themselves
+    space_features: tuple[str, ...] = SPACE_FEATURES
     notes: str = ""
 
 

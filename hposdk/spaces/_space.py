@@ -24,7 +24,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 class SearchSpace(RootModel[dict[str, Parameter]]):
     """An ordered mapping of parameter names to parameters.
 
-    Example:
+    Examples:
         >>> from hposdk import SearchSpace, Uniform, Discrete
         >>> space = SearchSpace({"x": Uniform(0.0, 1.0, step=0.5), "opt": Discrete(["sgd", "adam"])})
         >>> space.grid()[:2]
