@@ -620,3 +620,17 @@ def _interrupt_and_resume(cmd: list[str], env: dict[str, str], tmp_path: Path, r
     # Completed trials never ran again; only the interrupted one ran twice (it never finished).
     assert sorted(calls) == list(range(5)) and all(calls[n] == 1 for n in done_before), calls
     assert sum(1 for c in calls.values() if c > 1) <= 1, calls
+
+
+def test_the_portable_median_options_mean_the_same_on_ray(tmp_path: Path) -> None:
+    """The MNIST study file (Optuna-named median options) runs unchanged with --backend ray."""
+    from hposdk import Study
+    from hposdk.backends.ray import _scheduler
+
+    root = Path(__file__).resolve().parents[2]
+    study = Study.from_yaml(root / "examples" / "mnist" / "study.yaml", backend="ray", storage=str(tmp_path),
+                            progress=False)
+    scheduler = _scheduler(study.spec)
+    # n_startup_trials=2 -> at least 2 finished trials; n_warmup_steps=1 -> step 0 (report 1) is never pruned
+    assert scheduler._min_samples_required == 2
+    assert scheduler._grace_period == 2

@@ -178,7 +178,7 @@ class RayBackend(Backend):
         if spec.pruner is not None:
             from ray.tune import schedulers
 
-            check_options(f"pruner_options ({spec.pruner})", spec.pruner_options,
+            check_options(f"pruner_options ({spec.pruner})", _ray_pruner_options(spec),
                           getattr(schedulers, SCHEDULERS[spec.pruner]), _SCHEDULER_FIXED)
             if spec.pruner == "hyperband":
                 _check_time_attr(spec.pruner_options)
@@ -281,7 +281,7 @@ def _scheduler(spec: StudySpec) -> Any:
         # instead. min_time_slice=inf: never PAUSE a trial to let others catch up, since an
         # objective without checkpoints would restart from scratch.
         options.update(grace_period=1, min_time_slice=math.inf)
-    options.update(spec.pruner_options)
+    options.update(_ray_pruner_options(spec))
     if spec.pruner in ("asha", "hyperband"):
         options["stop_last_trials"] = False
     try:
@@ -289,6 +289,24 @@ def _scheduler(spec: StudySpec) -> Any:
     except (AssertionError, ValueError, TypeError) as exc:
         # Ray validates scheduler arguments with `assert` (async_hyperband.py __init__).
         raise ConfigError(f"pruner_options ({spec.pruner}) {dict(spec.pruner_options)}: {exc or 'invalid'}") from None
+
+
+def _ray_pruner_options(spec: StudySpec) -> dict[str, Any]:
+    """``pruner_options`` in Ray's terms.
+
+    The median pruner's portable options (the ones the local and ClearML backends take, with
+    Optuna's names) keep their meaning here, so one study file runs on every backend:
+    ``n_startup_trials`` (trials that must finish before any pruning) is Ray's
+    ``min_samples_required``; ``n_warmup_steps`` (steps 0..n-1 are never pruned; steps are 0-based)
+    is Ray's ``grace_period`` in reports, which count from 1.
+    """
+    options = dict(spec.pruner_options)
+    if spec.pruner == "median":
+        if "n_startup_trials" in options:
+            options["min_samples_required"] = options.pop("n_startup_trials")
+        if "n_warmup_steps" in options:
+            options["grace_period"] = options.pop("n_warmup_steps") + 1
+    return options
 
 
 def _searcher(spec: StudySpec) -> Any:
