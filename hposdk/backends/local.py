@@ -41,6 +41,8 @@ PRUNERS = {
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
 }
+#: Multi-fidelity optimizers run by hpbandster (``hposdk/backends/hpbandster.py``, imported on first use).
+HPBANDSTER_OPTIMIZERS = ("bohb", "hyperband")
 
 
 class LocalOptions(BaseModel):
@@ -68,17 +70,23 @@ class LocalBackend(Backend):
     name = "local"
     extra = None
     capabilities = Capabilities(
-        optimizers=("grid", "random", "tpe"),
+        optimizers=("grid", "random", "tpe", *HPBANDSTER_OPTIMIZERS),
         pruners=tuple(PRUNERS),
         parallel=True,
         resume=True,
-        notes="in-process for max_concurrent=1, worker processes otherwise",
+        budget_optimizers=HPBANDSTER_OPTIMIZERS,
+        notes="in-process for max_concurrent=1, worker processes otherwise; bohb/hyperband need hposdk[bohb]",
     )
     options_model = LocalOptions
 
     @classmethod
     def check(cls, spec: StudySpec) -> None:
         super().check(spec)
+        if spec.optimizer in HPBANDSTER_OPTIMIZERS:
+            from . import hpbandster
+
+            hpbandster.check(spec)
+            return
         import optuna
 
         _optuna.to_optuna(spec.space)  # exact for every parameter type; raises if it were not
@@ -107,6 +115,11 @@ class LocalBackend(Backend):
                 ) from None
 
     def run(self, spec: StudySpec, session: RunSession) -> None:
+        if spec.optimizer in HPBANDSTER_OPTIMIZERS:
+            from . import hpbandster
+
+            hpbandster.run(spec, session)
+            return
         engine = _Engine(spec)
         engine.restore(session.finished.values())
         driver = _Driver(spec, session, engine)
@@ -141,7 +154,10 @@ class _Engine:
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
         self.mirror = spec.optimizer == "tpe" or spec.pruner is not None
-        self.study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner) if self.mirror else None
+        # Named after the study: Optuna's HyperbandPruner assigns brackets by hashing the name and trial
+        # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
+        self.study = (optuna.create_study(study_name=spec.name, direction=direction, sampler=sampler, pruner=pruner)
+                      if self.mirror else None)
         self._grid: deque[dict[str, Any]] | None = None
         self._taken: set[str] = set()
 
