@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..exceptions import ConfigError
 from ..result import ReportRecord, TrialState
+from ..spaces import GridCursor
 from ..trial import Report, Trial
 from . import _optuna
 from ._base import Backend, Capabilities, Outcome, RunSession, StudySpec, check_options, run_objective
@@ -158,18 +159,17 @@ class _Engine:
         # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
         self.study = (optuna.create_study(study_name=spec.name, direction=direction, sampler=sampler, pruner=pruner)
                       if self.mirror else None)
-        self._grid: deque[dict[str, Any]] | None = None
-        self._taken: set[str] = set()
+        self.grid = GridCursor(spec.space)
 
-    @staticmethod
-    def _key(params: dict[str, Any]) -> str:
-        return repr(sorted((k, type(v).__name__, v) for k, v in params.items()))
+    def take(self, params: dict[str, Any]) -> None:
+        """Never propose ``params`` again (a finished or re-run trial has them)."""
+        self.grid.take(params)
 
     def restore(self, finished: Any) -> None:
         """Replay finished trials so the sampler and pruner know them (resume)."""
         ts = self.optuna.trial.TrialState
         for t in sorted(finished, key=lambda t: t.number):
-            self._taken.add(self._key(t.params))
+            self.take(t.params)
             if self.study is None:
                 continue
             inter = {r.step: r.metrics[self.spec.metric] for r in t.reports if self.spec.metric in r.metrics}
@@ -190,14 +190,7 @@ class _Engine:
         if self.spec.optimizer == "random":
             return self.spec.space.sample_for_trial(self.spec.seed, number)
         if self.spec.optimizer == "grid":
-            if self._grid is None:
-                self._grid = deque(self.spec.space.grid())
-            while self._grid:
-                point = self._grid.popleft()
-                if self._key(point) not in self._taken:
-                    self._taken.add(self._key(point))
-                    return point
-            return None
+            return self.grid.next()
         return {}  # tpe: the sampler chooses
 
     def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -283,7 +276,7 @@ class _Driver:
         elif s.rerun:
             lost = s.rerun.pop(0)
             task = _Task(lost.number, lost.params, lost.budget, lost.attempt)
-            self.engine._taken.add(self.engine._key(lost.params))
+            self.engine.take(lost.params)
         else:
             if self.exhausted:
                 return None

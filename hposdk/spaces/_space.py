@@ -6,7 +6,7 @@ import itertools
 import json
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from ..exceptions import SpaceError
 from ._errors import flatten, format_details
 from ._params import MAX_GRID, Parameter, _native
 
-__all__ = ["SearchSpace"]
+__all__ = ["GridCursor", "SearchSpace", "point_key"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -198,3 +198,39 @@ class SearchSpace(RootModel[dict[str, Parameter]]):
     def __repr__(self) -> str:
         inner = ", ".join(f"{n!r}: {p!r}" for n, p in self.root.items())
         return f"SearchSpace({{{inner}}})"
+
+
+def point_key(params: Mapping[str, Any]) -> str:
+    """A type-aware identity of a point (``1``, ``True`` and ``"1"`` are three different points)."""
+    return repr(sorted((k, type(v).__name__, v) for k, v in params.items()))
+
+
+class GridCursor:
+    """A finite space's grid in declared order, skipping points already taken.
+
+    Backends running grid search mark finished, running and re-run points with :meth:`take`, so a
+    resumed study never proposes a point twice.
+    """
+
+    def __init__(self, space: SearchSpace, taken: Iterable[Mapping[str, Any]] = ()) -> None:
+        self._space = space
+        self._points: list[dict[str, Any]] | None = None  # enumerated on first use
+        self._next = 0
+        self.taken: set[str] = {point_key(p) for p in taken}
+
+    def take(self, params: Mapping[str, Any]) -> None:
+        """Mark a point as taken (it will not be proposed)."""
+        self.taken.add(point_key(params))
+
+    def next(self) -> dict[str, Any] | None:
+        """The next point not yet taken (marking it taken), or None when the grid is exhausted."""
+        if self._points is None:
+            self._points = self._space.grid()
+        while self._next < len(self._points):
+            point = self._points[self._next]
+            self._next += 1
+            key = point_key(point)
+            if key not in self.taken:
+                self.taken.add(key)
+                return point
+        return None

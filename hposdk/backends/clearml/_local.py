@@ -91,8 +91,6 @@ class ClearMLEngine:
     def __init__(self, spec: StudySpec, options: ClearMLOptions, finished: Iterable[TrialResult] = ()) -> None:
         self.spec = spec
         self.strategy = make_strategy(spec, options, finished)
-        # The driver adds the params of re-run trials here; it is the strategy's own "taken" set.
-        self._taken: set[str] = self.strategy.hposdk_taken
         self.tpe = spec.optimizer == "tpe"
         self._pending: dict[str, Any] = {}
         import optuna
@@ -102,9 +100,9 @@ class ClearMLEngine:
         if self.tpe:
             self.study = self.strategy._study = self.strategy.make_study()
 
-    @staticmethod
-    def _key(params: dict[str, Any]) -> str:
-        return params_key(params)
+    def take(self, params: dict[str, Any]) -> None:
+        """Never propose ``params`` again (the driver re-runs a lost trial with them)."""
+        self.strategy.hposdk_taken.add(params_key(params))
 
     def restore(self, finished: Any) -> None:
         """Finished trials were given to the strategy when it was built (nothing more to do)."""

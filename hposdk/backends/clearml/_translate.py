@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...exceptions import UnsupportedError
-from ...spaces import Discrete, Integer, LogUniform, SearchSpace, Uniform
+from ...spaces import Discrete, Integer, LogUniform, SearchSpace, Uniform, point_key
 from ...spaces._params import _log
 
 __all__ = [
@@ -158,9 +158,8 @@ def encode(space: SearchSpace, params: Mapping[str, Any], section: str | None = 
     return {clearml_name(name, section, names): params[name] for name in space.names}
 
 
-def params_key(params: Mapping[str, Any]) -> str:
-    """A type-aware identity of a point (``1``, ``True`` and ``"1"`` are three different points)."""
-    return repr(sorted((k, type(v).__name__, v) for k, v in params.items()))
+#: A type-aware identity of a point (defined once, in the space model).
+params_key = point_key
 
 
 # --- values as a ClearML task sees them: strings ------------------------------------------------

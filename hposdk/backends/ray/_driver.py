@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from ...result import ReportRecord, TrialResult, TrialState
+from ...spaces import GridCursor
 from .. import _optuna
 from .._base import RunSession, StudySpec
 from . import _space
@@ -68,9 +68,8 @@ class Coordinator:
         self.experiment_dir = experiment_dir
         self.tasks: dict[str, _Task] = {}
         self.budget = spec.budget.max_budget if spec.budget is not None else None
-        self._grid: deque[dict[str, Any]] | None = None
-        self._taken = {self._key(t.params) for t in session.finished.values()}
-        self._taken.update(self._key(s.params) for s in session.rerun)
+        self._grid = GridCursor(self.spec.space, [t.params for t in session.finished.values()]
+                                + [s.params for s in session.rerun])
         self._names = set(spec.space.names) | set(spec.fixed)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -78,10 +77,6 @@ class Coordinator:
         # experiment directory; the live session is not picklable and not needed there (the
         # hposdk record, not Tuner.restore, is how a study resumes).
         return (_detached, ())
-
-    @staticmethod
-    def _key(params: dict[str, Any]) -> str:
-        return repr(sorted((k, type(v).__name__, v) for k, v in params.items()))
 
     # --- proposals -----------------------------------------------------------------------------
     def active(self) -> int:
@@ -119,14 +114,7 @@ class Coordinator:
         return {**params, CONFIG_KEY: meta}
 
     def _next_grid_point(self) -> dict[str, Any] | None:
-        if self._grid is None:
-            self._grid = deque(self.spec.space.grid())
-        while self._grid:
-            point = self._grid.popleft()
-            if self._key(point) not in self._taken:
-                self._taken.add(self._key(point))
-                return point
-        return None
+        return self._grid.next()
 
     def _decode_inner(self, config: dict[str, Any]) -> dict[str, Any]:
         if self.spec.optimizer == "tpe":
