@@ -42,6 +42,12 @@ PRUNERS = {
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
 }
+#: Optimizers that are Optuna samplers (proposals come from the in-memory Optuna study).
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "gp": "GPSampler",
+    "nsga2": "NSGAIISampler",
+}
 #: Multi-fidelity optimizers run by hpbandster (``hposdk/backends/hpbandster.py``, imported on first use).
 HPBANDSTER_OPTIMIZERS = ("bohb", "hyperband")
 
@@ -71,7 +77,7 @@ class LocalBackend(Backend):
     name = "local"
     extra = None
     capabilities = Capabilities(
-        optimizers=("grid", "random", "tpe", *HPBANDSTER_OPTIMIZERS),
+        optimizers=("grid", "random", *SAMPLERS, *HPBANDSTER_OPTIMIZERS),
         pruners=tuple(PRUNERS),
         parallel=True,
         resume=True,
@@ -93,8 +99,9 @@ class LocalBackend(Backend):
         _optuna.to_optuna(spec.space)  # exact for every parameter type; raises if it were not
         if spec.optimizer == "grid":
             spec.space.grid()  # refuses continuous spaces with a clear message
-        if spec.optimizer == "tpe":
-            check_options("optimizer_options (tpe)", spec.optimizer_options, optuna.samplers.TPESampler, {"seed"})
+        if spec.optimizer in SAMPLERS:
+            check_options(f"optimizer_options ({spec.optimizer})", spec.optimizer_options,
+                          getattr(optuna.samplers, SAMPLERS[spec.optimizer]), {"seed"})
         elif spec.optimizer_options:
             raise ConfigError(
                 f"optimizer {spec.optimizer!r} takes no optimizer_options, but got {dict(spec.optimizer_options)}"
@@ -143,8 +150,9 @@ class _Engine:
         self.optuna = optuna
         self.spec = spec
         self.dists = _optuna.to_optuna(spec.space)
-        if spec.optimizer == "tpe":
-            sampler: Any = optuna.samplers.TPESampler(seed=spec.seed, **dict(spec.optimizer_options))
+        if spec.optimizer in SAMPLERS:
+            cls = getattr(optuna.samplers, SAMPLERS[spec.optimizer])
+            sampler: Any = cls(seed=spec.seed, **dict(spec.optimizer_options))
         else:
             # Grid and random points are enqueued; this sampler is never asked for a value.
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
@@ -154,7 +162,7 @@ class _Engine:
         direction: Any = "minimize" if spec.mode == "min" else "maximize"
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
-        self.mirror = spec.optimizer == "tpe" or spec.pruner is not None
+        self.mirror = spec.optimizer in SAMPLERS or spec.pruner is not None
         # Named after the study: Optuna's HyperbandPruner assigns brackets by hashing the name and trial
         # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
         self.study = (optuna.create_study(study_name=spec.name, direction=direction, sampler=sampler, pruner=pruner)
@@ -191,7 +199,7 @@ class _Engine:
             return self.spec.space.sample_for_trial(self.spec.seed, number)
         if self.spec.optimizer == "grid":
             return self.grid.next()
-        return {}  # tpe: the sampler chooses
+        return {}  # an Optuna sampler chooses
 
     def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Start an Optuna trial with ``params`` fixed (or sampled when empty)."""
