@@ -12,8 +12,12 @@ from .result import TrialResult, TrialState, _better
 class Progress:
     """Shows trials done / running / pruned / failed and the best value so far."""
 
-    def __init__(self, name: str, total: int, metric: str, mode: str, enabled: bool | str = "auto") -> None:
+    def __init__(self, name: str, total: int, metric: str, mode: str, enabled: bool | str = "auto",
+                 objectives: dict[str, Any] | None = None) -> None:
         self.name, self.total, self.metric, self.mode = name, total, metric, mode
+        # With several objectives the status shows the Pareto front's size instead of a best value.
+        self.objectives = dict(objectives) if objectives and len(objectives) > 1 else None
+        self._points: list[list[float]] = []
         self.enabled = bool(enabled)
         self.live = (enabled == "auto" and sys.stderr.isatty()) or enabled == "live"
         self.best: TrialResult | None = None
@@ -38,12 +42,23 @@ class Progress:
             self._line(f"resuming: {len(finished)}/{self.total} trials already finished" + self._best_text())
 
     def _consider(self, t: TrialResult) -> None:
-        if t.state is not TrialState.COMPLETE or t.value is None:
+        if t.state is not TrialState.COMPLETE or t.value is None or not t.feasible:
+            return
+        if self.objectives is not None:
+            values = [t.metrics.get(k) for k in self.objectives]
+            if all(isinstance(v, (int, float)) for v in values):
+                self._points.append([float(v) for v in values])  # type: ignore[arg-type]
             return
         if self.best is None or self.best.value is None or _better(t.value, self.best.value, self.mode):  # type: ignore[arg-type]
             self.best = t
 
     def _best_text(self) -> str:
+        if self.objectives is not None:
+            from ._goals import pareto_front
+
+            if not self._points:
+                return ""
+            return f", Pareto front {len(pareto_front(self._points, list(self.objectives.values())))}"
         if self.best is None or self.best.value is None:
             return ""
         return f", best {self.metric}={self.best.value:.5g} (#{self.best.number})"

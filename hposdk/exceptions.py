@@ -15,6 +15,7 @@ __all__ = [
     "HposdkError",
     "MissingExtraError",
     "NoCompletedTrialsError",
+    "NoSingleBestError",
     "ObjectiveError",
     "SpaceError",
     "StudyRecordError",
@@ -67,6 +68,10 @@ class ObjectiveError(HposdkError):
 
 class NoCompletedTrialsError(HposdkError):
     """A result was asked for the best trial but no trial completed."""
+
+
+class NoSingleBestError(HposdkError, ValueError):
+    """A multi-objective result was asked for its single best trial (use the Pareto front)."""
 
 
 class StudyRecordError(HposdkError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .exceptions import NoCompletedTrialsError
+from .exceptions import NoCompletedTrialsError, NoSingleBestError
 from .spaces import SearchSpace
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class TrialResult(BaseModel):
         started_at: Unix time when it started.
         duration_s: wall time in seconds.
         info: backend-specific extras (e.g. Ray's trial id).
+        constraint_violations: one value per study constraint, ``<= 0`` when satisfied.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -74,10 +75,23 @@ class TrialResult(BaseModel):
     started_at: float | None = None
     duration_s: float | None = None
     info: dict[str, Any] = Field(default_factory=dict)
+    constraint_violations: tuple[float, ...] = ()
+
+    @property
+    def feasible(self) -> bool:
+        """Whether every constraint of the study holds (True when it has none)."""
+        return all(v <= 0 for v in self.constraint_violations)
 
 
 def _better(a: float, b: float, mode: Mode) -> bool:
     return a < b if mode == "min" else a > b
+
+
+def _metric(t: TrialResult, name: str, primary: str) -> float | None:
+    v = t.value if name == primary and t.value is not None else t.metrics.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
 
 
 class StudyResult(BaseModel):
@@ -95,6 +109,8 @@ class StudyResult(BaseModel):
     name: str
     metric: str
     mode: Mode
+    objectives: dict[str, Mode] = Field(default_factory=dict)
+    constraints: tuple[str, ...] = ()
     backend: str = "local"
     optimizer: str = ""
     space: SearchSpace | None = None
@@ -113,30 +129,100 @@ class StudyResult(BaseModel):
         return self.by_state(TrialState.COMPLETE)
 
     @property
-    def best(self) -> TrialResult:
-        """The best completed trial for the study's metric and mode.
+    def directions(self) -> dict[str, Mode]:
+        """The objectives and their modes (one entry for a single-objective study)."""
+        return dict(self.objectives) or {self.metric: self.mode}
 
-        With multi-fidelity optimizers only trials at the highest budget reached compete, since
-        lower-budget values are not comparable.
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.directions) > 1
 
-        Raises:
-            NoCompletedTrialsError: no trial completed (the message summarises why).
-        """
-        done = [t for t in self.completed if t.value is not None and math.isfinite(t.value)]
+    def _contenders(self) -> list[TrialResult]:
+        # Completed, feasible trials at the highest budget reached (lower-budget values are not
+        # comparable with higher-budget ones).
+        done = [t for t in self.completed if t.feasible]
         budgets = [t.budget for t in done if t.budget is not None]
         if budgets:
             top = max(budgets)
             done = [t for t in done if t.budget == top]
+        return done
+
+    @property
+    def best(self) -> TrialResult:
+        """The best completed, feasible trial for the study's metric and mode.
+
+        With multi-fidelity optimizers only trials at the highest budget reached compete, since
+        lower-budget values are not comparable. Trials violating a constraint never win.
+
+        Raises:
+            NoSingleBestError: the study has several objectives; use :attr:`pareto_front` or
+                :meth:`best_by`.
+            NoCompletedTrialsError: no trial completed (the message summarises why).
+        """
+        if self.is_multi_objective:
+            names = list(self.directions)
+            raise NoSingleBestError(
+                f"study {self.name!r} optimises {len(names)} objectives ({', '.join(names)}), so there is no "
+                f"single best trial. Use result.pareto_front (the {len(self.pareto_front)} non-dominated "
+                f"trials) or result.best_by({names[0]!r})."
+            )
+        return self.best_by(self.metric)
+
+    def best_by(self, metric: str, mode: Mode | None = None) -> TrialResult:
+        """The completed, feasible trial (at the highest budget) that is best for one metric.
+
+        Args:
+            metric: an objective, or any metric the trials returned.
+            mode: ``'min'`` or ``'max'``; defaults to the objective's own mode.
+
+        Raises:
+            ValueError: ``mode`` is needed (``metric`` is not an objective) or no trial has ``metric``.
+            NoCompletedTrialsError: no trial completed.
+        """
+        if mode is None:
+            if metric not in self.directions:
+                raise ValueError(
+                    f"best_by({metric!r}): {metric!r} is not an objective of this study "
+                    f"({', '.join(self.directions)}); pass mode='min' or mode='max'"
+                )
+            mode = self.directions[metric]
+        done = self._contenders()
         if not done:
+            infeasible = [t for t in self.completed if not t.feasible]
+            why = f" ({len(infeasible)} completed but violate a constraint)" if infeasible else ""
             raise NoCompletedTrialsError(
-                f"study {self.name!r} has no completed trial ({self.summary_line()}). "
+                f"study {self.name!r} has no completed feasible trial ({self.summary_line()}){why}. "
                 + self._failure_hint()
             )
-        best = done[0]
-        for t in done[1:]:
-            if t.value is not None and best.value is not None and _better(t.value, best.value, self.mode):
-                best = t
+        scored: list[tuple[TrialResult, float]] = []
+        for t in done:
+            v = _metric(t, metric, self.metric)
+            if v is not None and math.isfinite(v):
+                scored.append((t, v))
+        if not scored:
+            raise ValueError(f"best_by({metric!r}): no completed trial reported {metric!r}")
+        best, best_v = scored[0]
+        for t, v in scored[1:]:
+            if _better(v, best_v, mode):
+                best, best_v = t, v
         return best
+
+    @property
+    def pareto_front(self) -> list[TrialResult]:
+        """The completed, feasible trials (at the highest budget) that no other trial dominates.
+
+        For a single objective, the trials tied for best.
+        """
+        from ._goals import pareto_front
+
+        names, modes = list(self.directions), list(self.directions.values())
+        done = []
+        for t in self._contenders():
+            values = [_metric(t, n, self.metric) for n in names]
+            if all(v is not None and math.isfinite(v) for v in values):
+                done.append((t, values))
+        keep = pareto_front([v for _, v in done], modes)  # type: ignore[misc]
+        return [done[i][0] for i in keep]
 
     def _failure_hint(self) -> str:
         failed = self.by_state(TrialState.FAILED)
@@ -154,10 +240,17 @@ class StudyResult(BaseModel):
         )
 
     # --- exports -----------------------------------------------------------------------------
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat dict per trial (the columns of :meth:`to_dataframe` and :meth:`to_csv`)."""
+    def rows(self, pareto_only: bool = False) -> list[dict[str, Any]]:
+        """One flat dict per trial (the columns of :meth:`to_dataframe` and :meth:`to_csv`).
+
+        Multi-objective studies get a ``pareto`` column; constrained ones ``feasible`` and one
+        ``violation_<i>`` per constraint. ``pareto_only`` keeps the Pareto front only.
+        """
         rows = []
+        front = {t.number for t in self.pareto_front} if (self.is_multi_objective or pareto_only) else set()
         for t in self.trials:
+            if pareto_only and t.number not in front:
+                continue
             row: dict[str, Any] = {
                 "number": t.number,
                 "state": t.state.value,
@@ -174,10 +267,15 @@ class StudyResult(BaseModel):
                     "error": (t.error or "").strip().splitlines()[-1] if t.error else None,
                 }
             )
+            if self.is_multi_objective:
+                row["pareto"] = t.number in front
+            if self.constraints:
+                row["feasible"] = t.feasible if t.state is TrialState.COMPLETE else None
+                row.update({f"violation_{i}": v for i, v in enumerate(t.constraint_violations)})
             rows.append(row)
         return rows
 
-    def to_dataframe(self) -> pd.DataFrame:
+    def to_dataframe(self, pareto_only: bool = False) -> pd.DataFrame:
         """A pandas DataFrame, one row per trial (``params_*``, ``metrics_*`` columns)."""
         try:
             import pandas as pd
@@ -185,11 +283,11 @@ class StudyResult(BaseModel):
             from .exceptions import MissingExtraError
 
             raise MissingExtraError("to_dataframe needs pandas: pip install pandas") from exc
-        return pd.DataFrame(self.rows())
+        return pd.DataFrame(self.rows(pareto_only))
 
-    def to_csv(self, path: str | Path) -> Path:
-        """Write :meth:`rows` as CSV; returns the path."""
-        rows = self.rows()
+    def to_csv(self, path: str | Path, pareto_only: bool = False) -> Path:
+        """Write :meth:`rows` as CSV (only the Pareto front with ``pareto_only``); returns the path."""
+        rows = self.rows(pareto_only)
         columns: list[str] = []
         for r in rows:
             columns.extend(c for c in r if c not in columns)
@@ -253,14 +351,19 @@ class StudyResult(BaseModel):
         return write_report(self, path)
 
     def table(self, limit: int | None = None, sort: bool = True) -> str:
-        """A plain-text table of trials (best first when ``sort``)."""
+        """A plain-text table of trials (best first when ``sort``; Pareto front first with several
+        objectives; ``*`` marks the front, ``!`` a trial that violates a constraint)."""
         trials: Sequence[TrialResult] = self.trials
+        objectives = list(self.directions)
+        front = {t.number for t in self.pareto_front} if self.is_multi_objective else set()
         if sort:
             sign = 1 if self.mode == "min" else -1
             trials = sorted(
                 trials,
                 key=lambda t: (
                     t.state != TrialState.COMPLETE,
+                    not t.feasible,
+                    t.number not in front,
                     sign * t.value if t.value is not None else math.inf,
                     t.number,
                 ),
@@ -270,12 +373,16 @@ class StudyResult(BaseModel):
         names = list(self.space.names) if self.space is not None else sorted(
             {k for t in self.trials for k in t.params}
         )
-        header = ["#", "state", self.metric, *names, "time"]
+        header = ["#", "state", *objectives, *names, "time"]
+
+        def mark(t: TrialResult) -> str:
+            return str(t.number) + ("*" if t.number in front else "") + ("" if t.feasible else "!")
+
         body = [
             [
-                str(t.number),
+                mark(t),
                 t.state.value,
-                _fmt(t.value),
+                *(_fmt(_metric(t, o, self.metric)) for o in objectives),
                 *(_fmt(t.params.get(n)) for n in names),
                 _fmt(t.duration_s, "s"),
             ]
@@ -284,8 +391,19 @@ class StudyResult(BaseModel):
         return _render(header, body)
 
     def summary(self) -> str:
-        """A short text: counts and the best trial."""
+        """A short text: counts and the best trial (the Pareto front with several objectives)."""
         lines = [f"Study {self.name!r} ({self.backend}, {self.optimizer}): {self.summary_line()}"]
+        if self.constraints:
+            infeasible = sum(1 for t in self.completed if not t.feasible)
+            lines.append(f"Constraints {', '.join(self.constraints)}: {infeasible} completed trial(s) infeasible")
+        if self.is_multi_objective:
+            front = self.pareto_front
+            goals = ", ".join(f"{k} ({v})" for k, v in self.directions.items())
+            lines.append(f"Pareto front over {goals}: {len(front)} trial(s)")
+            for t in front[:10]:
+                values = ", ".join(f"{k}={_fmt(_metric(t, k, self.metric))}" for k in self.directions)
+                lines.append(f"  #{t.number}: {values}")
+            return "\n".join(lines)
         try:
             best = self.best
         except NoCompletedTrialsError as exc:

@@ -10,13 +10,23 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
+from ._goals import Composite, Constraint, Goals
 from ._record import Journal, read_record
 from .backends._base import Budget, RunSession, StudySpec
 from .backends._registry import get_backend
@@ -52,8 +62,12 @@ class StudyConfig(BaseModel):
     name: str | None = None
     objective: str | None = Field(None, description="import path 'module:function' (YAML files)")
     space: SearchSpace
-    metric: str
-    mode: Literal["min", "max"] = "min"
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+    objectives: dict[str, Literal["min", "max"]] | None = None
+    composites: dict[str, Composite] = Field(default_factory=dict)
+    constraints: list[str | Callable[..., float]] = Field(default_factory=list)
+    pruning_metric: str | None = None
     backend: str = "local"
     optimizer: str = "tpe"
     optimizer_options: dict[str, Any] = Field(default_factory=dict)
@@ -68,6 +82,49 @@ class StudyConfig(BaseModel):
     budget: Budget | None = None
     backend_options: dict[str, Any] = Field(default_factory=dict)
     storage: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_name_objectives(self) -> StudyConfig:
+        if self.objectives is not None:
+            if self.metric is not None or self.mode is not None:
+                raise ValueError(
+                    "give either metric/mode (one objective) or objectives={name: mode, ...}, not both; "
+                    f"got metric={self.metric!r}, mode={self.mode!r}, objectives={self.objectives}"
+                )
+            if not self.objectives:
+                raise ValueError("objectives: give at least one, e.g. {'acc': 'max', 'size_mb': 'min'}")
+        elif self.metric is None:
+            raise ValueError("metric: required (the metric to optimise), or objectives={name: mode, ...}")
+        return self
+
+    def goals(self) -> Goals:
+        """The objectives, composites, constraints and pruning metric, checked against each other."""
+        objectives = dict(self.objectives) if self.objectives else {str(self.metric): self.mode or "min"}
+        for name, mode in objectives.items():
+            if name in self.composites and mode != "max":
+                raise ConfigError(
+                    f"objectives: the composite {name!r} is higher-is-better (terms with mode 'min' enter flipped), "
+                    f"so optimise it with mode 'max', not {mode!r}"
+                )
+        constraints = tuple(Constraint.parse(c) for c in self.constraints)
+        pruning = self.pruning_metric
+        known = [*objectives, *self.composites]
+        if pruning is not None and pruning not in known:
+            close = _suggest(pruning, known)
+            raise ConfigError(
+                f"pruning_metric: {pruning!r} is neither an objective nor a composite ({', '.join(known)})"
+                + (f". Did you mean {close!r}?" if close else "")
+            )
+        if pruning is None:
+            if len(objectives) > 1 and self.pruner is not None:
+                raise ConfigError(
+                    f"pruner={self.pruner!r} with {len(objectives)} objectives: a pruner compares one metric "
+                    f"between trials (Optuna cannot prune multi-objective studies, optuna/optuna#3450). "
+                    f"Fix: set pruning_metric to one of {list(objectives)} (or a composite)"
+                )
+            pruning = next(iter(objectives))
+        return Goals(objectives=objectives, composites=dict(self.composites), constraints=constraints,
+                     pruning_metric=pruning)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> StudyConfig:
@@ -182,7 +239,14 @@ class Study:
             or its import path ``'package.module:function'``.
         space: a :class:`~hposdk.SearchSpace` (or a mapping that builds one).
         metric: the name of the metric to optimise (a bare-number return counts as this metric).
-        mode: ``'min'`` or ``'max'``.
+        mode: ``'min'`` (default) or ``'max'``.
+        objectives: several metrics to optimise at once, ``{'acc': 'max', 'size_mb': 'min'}``
+            (instead of ``metric``/``mode``); the result holds a Pareto front.
+        composites: named metrics computed from others, ``{'avg': {'terms': {'arc': 1, 'mmlu': 1}}}``
+            (a weighted average, see :class:`~hposdk.Composite`); usable as the metric.
+        constraints: ``['size_mb <= 700']`` or callables ``metrics -> violation`` (``<= 0`` when
+            satisfied); infeasible trials are recorded but never best.
+        pruning_metric: the metric pruners watch (required with a pruner and several objectives).
         backend: where trials run: ``'local'`` (default), ``'ray'``, ``'clearml'``...
         optimizer: ``'grid'``, ``'random'``, ``'tpe'``... (what the backend offers).
         n_trials: how many trials to finish (defaults to the grid size for grid search).
@@ -217,8 +281,12 @@ class Study:
         objective: Callable[[Trial], Any] | str,
         space: SearchSpace | Mapping[str, Any],
         *,
-        metric: str,
-        mode: Literal["min", "max"] = "min",
+        metric: str | None = None,
+        mode: Literal["min", "max"] | None = None,
+        objectives: Mapping[str, Literal["min", "max"]] | None = None,
+        composites: Mapping[str, Composite | Mapping[str, Any]] | None = None,
+        constraints: Sequence[str | Callable[[Mapping[str, Any]], float]] | None = None,
+        pruning_metric: str | None = None,
         backend: str = "local",
         optimizer: str = "tpe",
         n_trials: int | None = None,
@@ -246,6 +314,10 @@ class Study:
                 space=space,
                 metric=metric,
                 mode=mode,
+                objectives=dict(objectives) if objectives is not None else None,
+                composites=dict(composites or {}),
+                constraints=list(constraints or []),
+                pruning_metric=pruning_metric,
                 backend=backend,
                 optimizer=optimizer,
                 optimizer_options=dict(optimizer_options or {}),
@@ -307,11 +379,18 @@ class Study:
         clash = [k for k in cfg.fixed if k in cfg.space]
         if clash:
             raise ConfigError(f"fixed: {clash} are also in the search space; a key is either searched or fixed")
+        goals = cfg.goals()
         metrics = getattr(objective, "__hposdk_metrics__", None)
-        if metrics is not None and cfg.metric not in metrics:
-            close = _suggest(cfg.metric, list(metrics))
-            hint = f" Did you mean {close!r}?" if close else ""
-            raise ConfigError(f"metric: the objective returns {list(metrics)}, not {cfg.metric!r}.{hint}")
+        if metrics is not None:
+            needed = [(n, "metric" if cfg.objectives is None else "objectives") for n in goals.objectives
+                      if n not in goals.composites]
+            needed += [(t, f"composites.{c}") for c, comp in goals.composites.items() for t in comp.terms]
+            needed += [(c.metric, "constraints") for c in goals.constraints if c.metric]
+            for name, where in needed:
+                if name not in metrics and name not in goals.composites:
+                    close = _suggest(name, list(metrics))
+                    hint = f" Did you mean {close!r}?" if close else ""
+                    raise ConfigError(f"{where}: the objective returns {list(metrics)}, not {name!r}.{hint}")
         n_trials = cfg.n_trials
         if cfg.optimizer == "grid":
             try:
@@ -341,8 +420,8 @@ class Study:
             objective=objective,
             objective_ref=cfg.objective or _objective_ref(objective),
             space=cfg.space,
-            metric=cfg.metric,
-            mode=cfg.mode,
+            metric=goals.primary,
+            mode=goals.objectives[goals.primary],
             optimizer=cfg.optimizer,
             n_trials=n_trials,
             max_concurrent=cfg.max_concurrent,
@@ -356,6 +435,7 @@ class Study:
             budget=cfg.budget,
             backend_options=options,
             workdir=self.storage / name,
+            goals_=goals,
         )
         self.backend_cls.check(self.spec)
         if previous is not None and resume:
@@ -384,12 +464,18 @@ class Study:
             "seed": spec.seed,
             "fixed": dict(spec.fixed),
             "budget": spec.budget.model_dump() if spec.budget else None,
+            "objectives": spec.objectives,
+            "composites": {k: v.model_dump() for k, v in spec.goals.composites.items()},
+            "constraints": [c.text for c in spec.goals.constraints],
+            "pruning_metric": spec.pruning_metric,
         }
 
     def _check_compatible(self, previous: dict[str, Any]) -> None:
         mine = self._header()
-        for key in ("space", "metric", "mode", "fixed", "budget"):
-            if previous.get(key) != mine[key]:
+        # Records written before multi-objective support lack these keys: they had one objective.
+        defaults = {"objectives": {previous.get("metric"): previous.get("mode")}, "composites": {}, "constraints": []}
+        for key in ("space", "metric", "mode", "fixed", "budget", "objectives", "composites", "constraints"):
+            if previous.get(key, defaults.get(key)) != mine[key]:
                 raise StudyRecordError(
                     f"study {self.name!r} already exists in {self.record_path} with a different {key} "
                     f"({previous.get(key)!r} there, {mine[key]!r} now). Fix: choose a new name, or pass "
@@ -423,7 +509,8 @@ class Study:
         journal = Journal(path, header=self._header())
         if finished or unfinished:
             journal.note(kind="resume", finished=len(finished), rerun=[s.number for s in unfinished])
-        progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress)
+        progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
+                            objectives=self.spec.objectives)
         session = RunSession(self.spec, journal, finished, unfinished, next_number, progress)
         backend = self.backend_cls()
         progress.start(session.finished)
@@ -490,6 +577,8 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
         name=h["name"],
         metric=h["metric"],
         mode=h["mode"],
+        objectives=h.get("objectives") or {},
+        constraints=tuple(h.get("constraints") or ()),
         backend=h.get("backend", "local"),
         optimizer=h.get("optimizer", ""),
         space=SearchSpace.from_dict(h["space"]),

@@ -116,6 +116,8 @@ class Trial:
         self._workdir = Path(workdir) if workdir is not None else None
         self._start = time.monotonic()
         self._pruned = False
+        #: Adds the study's composite metrics to each report (set by run_objective).
+        self._derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     # --- reporting ----------------------------------------------------------------------------
     def report(self, step: int, /, **metrics: float) -> None:
@@ -147,6 +149,8 @@ class Trial:
             if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
                 raise TypeError(f"trial.report: metric {name!r} must be a number, but got {value!r}")
             clean[name] = float(value)
+        if self._derive is not None:
+            clean = self._derive(clean)
         rep = Report(step, clean, time.monotonic() - self._start)
         self.reports.append(rep)
         self._on_report(rep)

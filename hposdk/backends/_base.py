@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from .._goals import Goals
 from ..exceptions import ConfigError, UnsupportedError
 from ..result import ReportRecord, TrialResult, TrialState
 from ..spaces import SearchSpace
@@ -89,6 +90,10 @@ class Capabilities:
     budget_optimizers: tuple[str, ...] = ()  # optimizers that set trial.budget themselves
     space_features: tuple[str, ...] = SPACE_FEATURES
     notes: str = ""
+    #: Optimizers that optimise several objectives at once (a Pareto front). Every backend records
+    #: constraints and keeps infeasible trials from ``best``; these also tell the optimizer.
+    multi_objective: tuple[str, ...] = ()
+    constraint_aware: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,22 @@ class StudySpec:
     budget: Budget | None = None
     backend_options: BaseModel = field(default_factory=NoOptions)
     workdir: Path = Path(".")
+    #: Objectives, composites, constraints and pruning metric (``metric``/``mode`` are its first
+    #: objective); None means the single objective ``metric``/``mode``.
+    goals_: Goals | None = None
+
+    @property
+    def goals(self) -> Goals:
+        """What the study optimises (see :mod:`hposdk._goals`)."""
+        return self.goals_ if self.goals_ is not None else Goals.single(self.metric, self.mode)
+
+    @property
+    def objectives(self) -> dict[str, Literal["min", "max"]]:
+        return dict(self.goals.objectives)
+
+    @property
+    def pruning_metric(self) -> str:
+        return self.goals.pruning_metric or self.metric
 
 
 class Backend(ABC):
@@ -142,6 +163,13 @@ class Backend(ABC):
             raise UnsupportedError(f"backend {cls.name!r} has no pruner {spec.pruner!r}; it offers {offered}")
         if spec.max_concurrent > 1 and not caps.parallel:
             raise UnsupportedError(f"backend {cls.name!r} runs one trial at a time; use max_concurrent=1")
+        if spec.goals.multi and spec.optimizer not in caps.multi_objective:
+            offered = ", ".join(caps.multi_objective) or "none"
+            raise UnsupportedError(
+                f"backend {cls.name!r}: optimizer {spec.optimizer!r} optimises a single objective, but the study "
+                f"has {len(spec.objectives)} ({', '.join(spec.objectives)}). Optimizers for several objectives "
+                f"here: {offered}. Or combine them into one with composites={{...}}."
+            )
 
     @abstractmethod
     def run(self, spec: StudySpec, session: RunSession) -> None:
@@ -189,21 +217,34 @@ def _to_number(value: Any) -> float | None:
     return None
 
 
-def interpret_output(output: Any, metric: str) -> tuple[float | None, dict[str, Any], str | None, bool]:
-    """Map an objective's return value to (value, metrics, error, config_error)."""
+def interpret_output(
+    output: Any, metric: str | Goals
+) -> tuple[float | None, dict[str, Any], str | None, bool]:
+    """Map an objective's return value to (value, metrics, error, config_error).
+
+    ``value`` is the first objective's; composites are added to ``metrics``; with several
+    objectives or constraints every metric they need must be there.
+    """
+    goals = Goals.single(metric) if isinstance(metric, str) else metric
+    metric = goals.primary
     if isinstance(output, Mapping):
         metrics = {str(k): (_to_number(v) if _to_number(v) is not None else v) for k, v in output.items()}
-        if metric not in metrics:
-            return None, metrics, (
-                f"the objective returned {sorted(metrics)} but not the study metric {metric!r}. "
-                f"Fix: return {{'{metric}': ...}} or set metric= to one of {sorted(metrics)}"
-            ), True
+        goals.derive(metrics)
+        missing = goals.missing(metrics)
+        if missing:
+            return None, metrics, missing, True
         value = _to_number(metrics[metric])
         if value is None:
             got = metrics[metric]
             return None, metrics, f"metric {metric!r} must be a number, but the objective returned {got!r}", False
     else:
         value = _to_number(output)
+        if value is not None and (goals.multi or goals.constraints or metric in goals.composites):
+            needed = [*goals.objectives, *(c.metric for c in goals.constraints if c.metric)]
+            return None, {}, (
+                f"the objective returned a bare number ({value!r}) but this study needs the metrics "
+                f"{needed}; return a dict such as {{{', '.join(repr(n) + ': ...' for n in needed)}}}"
+            ), True
         if value is None:
             kind = (
                 "None (did it forget to `return`?)" if output is None
@@ -213,12 +254,17 @@ def interpret_output(output: Any, metric: str) -> tuple[float | None, dict[str, 
                 f"the objective returned {kind}; return a number or a dict such as {{'{metric}': 0.1}}"
             ), False
         metrics = {metric: value}
-    if not math.isfinite(value):
-        return None, metrics, f"the objective returned {metric}={value}; NaN and infinities count as failures", False
+    for name in goals.objectives:
+        v = _to_number(metrics.get(name))
+        if v is None:
+            got = metrics.get(name)
+            return None, metrics, f"metric {name!r} must be a number, but the objective returned {got!r}", False
+        if not math.isfinite(v):
+            return None, metrics, f"the objective returned {name}={v}; NaN and infinities count as failures", False
     return value, metrics, None, False
 
 
-def run_objective(objective: Callable[[Trial], Any], trial: Trial, metric: str) -> Outcome:
+def run_objective(objective: Callable[[Trial], Any], trial: Trial, metric: str | Goals) -> Outcome:
     """Run ``objective(trial)`` and interpret what happened, the same way on every backend.
 
     Exceptions become FAILED (traceback kept); :class:`TrialPruned`, or returning after
@@ -231,6 +277,10 @@ def run_objective(objective: Callable[[Trial], Any], trial: Trial, metric: str) 
     metrics: dict[str, Any] = {}
     config_error = False
     pruned = False
+    goals = Goals.single(metric) if isinstance(metric, str) else metric
+    metric = goals.primary
+    if goals.composites:
+        trial._derive = goals.derive  # reports carry the composites, so schedulers can watch them
     try:
         output = objective(trial)
     except TrialPruned:
@@ -243,14 +293,14 @@ def run_objective(objective: Callable[[Trial], Any], trial: Trial, metric: str) 
     if pruned or (error is None and trial.pruned):
         state = TrialState.PRUNED
         if output is not None:
-            value, metrics, _, _ = interpret_output(output, metric)
+            value, metrics, _, _ = interpret_output(output, goals)
         if not metrics and reports:
             metrics = dict(reports[-1].metrics)
             value = metrics.get(metric)
     elif error is not None:
         state = TrialState.FAILED
     else:
-        value, metrics, error, config_error = interpret_output(output, metric)
+        value, metrics, error, config_error = interpret_output(output, goals)
         state = TrialState.FAILED if error else TrialState.COMPLETE
     params = trial.params
     accessed = set(params.accessed) if isinstance(params, _TrackedParams) else set(params)
@@ -323,6 +373,10 @@ class RunSession:
 
     def finish(self, result: TrialResult, accessed: set[str] | None = None, config_error: bool = False) -> None:
         """A trial finished; ``config_error`` stops the study (the objective cannot be scored)."""
+        goals = self.spec.goals
+        if goals.constraints and result.state is TrialState.COMPLETE and not result.constraint_violations:
+            # Evaluated here, in the driver, for every backend alike (callables need not pickle).
+            result = result.model_copy(update={"constraint_violations": goals.violations(result.metrics)})
         self.running.pop(result.number, None)
         self.finished[result.number] = result
         self.journal.finish(result)

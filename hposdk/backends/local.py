@@ -14,6 +14,7 @@ its pruners compare all trials.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import pickle
 import signal
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .._goals import Goals
 from ..exceptions import ConfigError
 from ..result import ReportRecord, TrialState
 from ..spaces import GridCursor
@@ -82,6 +84,8 @@ class LocalBackend(Backend):
         parallel=True,
         resume=True,
         budget_optimizers=HPBANDSTER_OPTIMIZERS,
+        multi_objective=("grid", "random", "tpe", "nsga2"),
+        constraint_aware=tuple(SAMPLERS),
         notes="in-process for max_concurrent=1, worker processes otherwise; bohb/hyperband need hposdk[bohb]",
     )
     options_model = LocalOptions
@@ -141,7 +145,13 @@ class LocalBackend(Backend):
 
 
 class _Engine:
-    """Proposes params and decides pruning; every trial is mirrored into an Optuna study."""
+    """Proposes params and decides pruning; every trial is mirrored into an Optuna study.
+
+    With several objectives the Optuna study is multi-objective (TPE becomes MOTPE, NSGA-II works
+    as designed). Optuna cannot prune a multi-objective study (optuna/optuna#3450), so pruning
+    then runs on a *shadow* single-objective study that sees the same trials with the declared
+    ``pruning_metric``; the sampler's study is told the final outcome only.
+    """
 
     def __init__(self, spec: StudySpec) -> None:
         import optuna
@@ -149,6 +159,7 @@ class _Engine:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
         self.spec = spec
+        self.goals = spec.goals
         self.dists = _optuna.to_optuna(spec.space)
         if spec.optimizer in SAMPLERS:
             cls = getattr(optuna.samplers, SAMPLERS[spec.optimizer])
@@ -156,17 +167,29 @@ class _Engine:
         else:
             # Grid and random points are enqueued; this sampler is never asked for a value.
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-        pruner: Any = optuna.pruners.NopPruner()
-        if spec.pruner is not None:
-            pruner = getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))
-        direction: Any = "minimize" if spec.mode == "min" else "maximize"
+        directions: list[Any] = ["minimize" if m == "min" else "maximize" for m in self.goals.objectives.values()]
+        self.prune_metric = spec.pruning_metric
+        shadow = spec.pruner is not None and (self.goals.multi or self.prune_metric != spec.metric)
+
+        def make_pruner() -> Any:
+            return getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))  # type: ignore[index]
+
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
         self.mirror = spec.optimizer in SAMPLERS or spec.pruner is not None
         # Named after the study: Optuna's HyperbandPruner assigns brackets by hashing the name and trial
         # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
-        self.study = (optuna.create_study(study_name=spec.name, direction=direction, sampler=sampler, pruner=pruner)
-                      if self.mirror else None)
+        self.study = (
+            optuna.create_study(study_name=spec.name, directions=directions, sampler=sampler,
+                                pruner=make_pruner() if spec.pruner is not None and not shadow else None)
+            if self.mirror else None
+        )
+        self.prune_study = None
+        if shadow:
+            pdir: Any = "minimize" if self.goals.pruning_mode == "min" else "maximize"
+            self.prune_study = optuna.create_study(
+                study_name=spec.name, direction=pdir, sampler=optuna.samplers.RandomSampler(seed=spec.seed),
+                pruner=make_pruner())
         self.grid = GridCursor(spec.space)
 
     def take(self, params: dict[str, Any]) -> None:
@@ -180,21 +203,31 @@ class _Engine:
             self.take(t.params)
             if self.study is None:
                 continue
-            inter = {r.step: r.metrics[self.spec.metric] for r in t.reports if self.spec.metric in r.metrics}
             state = {TrialState.COMPLETE: ts.COMPLETE, TrialState.PRUNED: ts.PRUNED}.get(t.state, ts.FAIL)
-            value = t.value if state == ts.COMPLETE else None
+            values = self.goals.values(t.metrics) if state == ts.COMPLETE else None
+            if state == ts.COMPLETE and values is None:
+                state = ts.FAIL
+            params = _optuna.encode(self.spec.space, t.params)
+            # Samplers (TPE, NSGA-II, GP) read feasibility from the trials' constraints (Optuna 5).
+            constraints = ({str(i): _finite(v) for i, v in enumerate(t.constraint_violations)}
+                           if t.constraint_violations and state == ts.COMPLETE else None)
+            inter = {r.step: r.metrics[self.prune_metric] for r in t.reports if self.prune_metric in r.metrics}
             self.study.add_trial(
                 self.optuna.trial.create_trial(
-                    params=_optuna.encode(self.spec.space, t.params),
-                    distributions=self.dists,
-                    value=value,
-                    state=state,
-                    intermediate_values=inter,
+                    params=params, distributions=self.dists, values=values, state=state,
+                    intermediate_values={} if self.prune_study is not None else inter,
+                    constraints=constraints,
                 )
             )
+            if self.prune_study is not None:
+                pvalue = t.metrics.get(self.prune_metric) if state == ts.COMPLETE else None
+                pstate = state if (state != ts.COMPLETE or isinstance(pvalue, (int, float))) else ts.FAIL
+                self.prune_study.add_trial(self.optuna.trial.create_trial(
+                    params=params, distributions=self.dists, value=pvalue if pstate == ts.COMPLETE else None,
+                    state=pstate, intermediate_values=inter))
 
     def propose(self, number: int) -> dict[str, Any] | None:
-        """Params for a new trial (None when a grid is exhausted); TPE proposes in :meth:`ask`."""
+        """Params for a new trial (None when a grid is exhausted); samplers propose in :meth:`ask`."""
         if self.spec.optimizer == "random":
             return self.spec.space.sample_for_trial(self.spec.seed, number)
         if self.spec.optimizer == "grid":
@@ -208,29 +241,54 @@ class _Engine:
         if params:
             self.study.enqueue_trial(_optuna.encode(self.spec.space, params))
         otrial = self.study.ask(self.dists)
-        return otrial, _optuna.decode(self.spec.space, otrial.params)
+        params = _optuna.decode(self.spec.space, otrial.params)
+        if self.prune_study is None:
+            return otrial, params
+        self.prune_study.enqueue_trial(_optuna.encode(self.spec.space, params))
+        return (otrial, self.prune_study.ask(self.dists)), params
+
+    def _pruning_trial(self, otrial: Any) -> Any:
+        return otrial[1] if isinstance(otrial, tuple) else otrial
 
     def report(self, otrial: Any, report: Report | ReportRecord) -> None:
         if otrial is None:
             return
-        value = report.metrics.get(self.spec.metric)
+        value = report.metrics.get(self.prune_metric)
         if value is not None:
-            otrial.report(value, report.step)
+            self._pruning_trial(otrial).report(value, report.step)
 
     def should_prune(self, otrial: Any) -> bool:
-        return otrial is not None and bool(otrial.should_prune())
+        return otrial is not None and bool(self._pruning_trial(otrial).should_prune())
 
     def tell(self, otrial: Any, outcome: Outcome) -> None:
         if self.study is None:
             return
         ts = self.optuna.trial.TrialState
-        if outcome.state is TrialState.COMPLETE:
-            self.study.tell(otrial, outcome.value)
+        main, shadow = otrial if isinstance(otrial, tuple) else (otrial, None)
+        if self.goals.constraints and outcome.state is TrialState.COMPLETE:
+            # Samplers (TPE, NSGA-II, GP) learn feasibility from these (Optuna 5's set_constraint).
+            for i, v in enumerate(self.goals.violations(outcome.metrics)):
+                main.set_constraint(str(i), _finite(v))
+        values = self.goals.values(outcome.metrics) if outcome.state is TrialState.COMPLETE else None
+        if outcome.state is TrialState.COMPLETE and values is not None:
+            self.study.tell(main, values)
         elif outcome.state is TrialState.PRUNED:
-            self.study.tell(otrial, state=ts.PRUNED)
+            self.study.tell(main, state=ts.PRUNED)
         else:
             # A failed trial is told as FAIL so samplers do not keep proposing it as if unknown.
-            self.study.tell(otrial, state=ts.FAIL)
+            self.study.tell(main, state=ts.FAIL)
+        if shadow is not None:
+            pvalue = outcome.metrics.get(self.prune_metric)
+            if outcome.state is TrialState.COMPLETE and isinstance(pvalue, (int, float)):
+                self.prune_study.tell(shadow, float(pvalue))  # type: ignore[union-attr]
+            else:
+                state = ts.PRUNED if outcome.state is TrialState.PRUNED else ts.FAIL
+                self.prune_study.tell(shadow, state=state)  # type: ignore[union-attr]
+
+
+def _finite(v: float) -> float:
+    # A missing constrained metric is an infinite violation for hposdk; Optuna needs a number.
+    return v if math.isfinite(v) else 1e300
 
 
 # --- the driver: turns proposals into trials, inline or in worker processes --------------------
@@ -328,7 +386,7 @@ class _Driver:
     def run_inline(self) -> None:
         while (task := self.next_task()) is not None:
             trial = _LocalTrial(task, self, self.session.trial_params(task.params))
-            outcome = run_objective(self.spec.objective, trial, self.spec.metric)
+            outcome = run_objective(self.spec.objective, trial, self.spec.goals)
             outcome.accessed &= set(self.spec.space.names) | set(self.spec.fixed)
             self.on_outcome(task, outcome)
 
@@ -338,9 +396,9 @@ class _Driver:
         ctx = multiprocessing.get_context(getattr(opts, "start_method", "spawn"))
         payload = pickle.dumps(self.spec.objective)
         n_workers = max(1, min(self.spec.max_concurrent, self.session.remaining() or 1))
-        workers = [_Worker(ctx, payload, self.spec.metric) for _ in range(n_workers)]
+        workers = [_Worker(ctx, payload, self.spec.goals.portable()) for _ in range(n_workers)]
         try:
-            self._pool_loop(workers, lambda: _Worker(ctx, payload, self.spec.metric))
+            self._pool_loop(workers, lambda: _Worker(ctx, payload, self.spec.goals.portable()))
         finally:
             for w in workers:
                 w.stop()
@@ -428,7 +486,7 @@ def _crash_outcome(task: _Task, message: str) -> Outcome:
 class _Worker:
     """One long-lived worker process running trials sent over a pipe."""
 
-    def __init__(self, ctx: Any, payload: bytes, metric: str) -> None:
+    def __init__(self, ctx: Any, payload: bytes, metric: Goals) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, payload, metric), daemon=True)
         with warnings.catch_warnings():
@@ -478,7 +536,7 @@ class _WorkerTrial(Trial):
         return self._decision
 
 
-def _worker_main(conn: Connection, payload: bytes, metric: str) -> None:
+def _worker_main(conn: Connection, payload: bytes, metric: Goals) -> None:
     # Ctrl-C (and a batch scheduler's SIGTERM) reach the whole process group; the driver decides
     # what happens to running trials, so that they are re-run on resume instead of marked FAILED.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -136,6 +136,7 @@ class RayBackend(Backend):
         pruners=tuple(SCHEDULERS),
         parallel=True,
         resume=True,
+        multi_objective=("grid", "random", "tpe"),
         # bohb is not a budget optimizer here: a Ray trial is one configuration that
         # HyperBandForBOHB pauses and resumes at budgets counted in reports, so trial.budget is
         # max_budget and TrialResult.budget is the budget the trial reached.
@@ -155,11 +156,12 @@ class RayBackend(Backend):
         if clash:
             raise ConfigError(f"backend_options data: {clash} are also search-space or fixed keys; "
                               "a key of trial.params comes from one place only")
-        if spec.metric in RESERVED:
-            raise UnsupportedError(
-                f"backend 'ray': the study metric {spec.metric!r} is a key Ray fills in itself; "
-                "return and report the objective's metric under another name"
-            )
+        for name in {*spec.objectives, spec.pruning_metric}:
+            if name in RESERVED:
+                raise UnsupportedError(
+                    f"backend 'ray': the study metric {name!r} is a key Ray fills in itself; "
+                    "return and report the objective's metric under another name"
+                )
         if spec.optimizer == "grid":
             spec.space.grid()
         if spec.optimizer == "tpe":
@@ -265,7 +267,7 @@ def _scheduler(spec: StudySpec) -> Any:
     if spec.optimizer == "bohb":
         assert spec.budget is not None
         return schedulers.HyperBandForBOHB(
-            time_attr="training_iteration", metric=spec.metric, mode=spec.mode,
+            time_attr="training_iteration", metric=spec.pruning_metric, mode=spec.goals.pruning_mode,
             max_t=int(spec.budget.max_budget), reduction_factor=spec.budget.eta, stop_last_trials=False,
         )
     if spec.pruner is None:
@@ -285,7 +287,9 @@ def _scheduler(spec: StudySpec) -> Any:
     if spec.pruner in ("asha", "hyperband"):
         options["stop_last_trials"] = False
     try:
-        return getattr(schedulers, SCHEDULERS[spec.pruner])(metric=spec.metric, mode=spec.mode, **options)
+        # With several objectives the scheduler watches the declared pruning metric.
+        return getattr(schedulers, SCHEDULERS[spec.pruner])(
+            metric=spec.pruning_metric, mode=spec.goals.pruning_mode, **options)
     except (AssertionError, ValueError, TypeError) as exc:
         # Ray validates scheduler arguments with `assert` (async_hyperband.py __init__).
         raise ConfigError(f"pruner_options ({spec.pruner}) {dict(spec.pruner_options)}: {exc or 'invalid'}") from None
@@ -319,8 +323,10 @@ def _searcher(spec: StudySpec) -> Any:
         # The sampler is passed built and seeded: OptunaSearch ignores `seed` when a sampler is
         # given, and metric/mode must reach the searcher itself (it ignores TuneConfig's).
         sampler = optuna.samplers.TPESampler(seed=spec.seed, **dict(spec.optimizer_options))
-        return OptunaSearch(space=_optuna.to_optuna(spec.space), metric=spec.metric, mode=spec.mode,
-                            sampler=sampler)
+        # Several objectives: OptunaSearch takes lists and Optuna's TPE becomes MOTPE.
+        metric: Any = list(spec.objectives) if spec.goals.multi else spec.metric
+        mode: Any = list(spec.objectives.values()) if spec.goals.multi else spec.mode
+        return OptunaSearch(space=_optuna.to_optuna(spec.space), metric=metric, mode=mode, sampler=sampler)
     if spec.optimizer == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
@@ -400,7 +406,8 @@ def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
     if scheduler is not None:
         scheduler = SchedulerProxy(scheduler, coordinator)
 
-    payload = StudyPayload(name=spec.name, objective=spec.objective, metric=spec.metric, fixed=dict(spec.fixed),
+    payload = StudyPayload(name=spec.name, objective=spec.objective, metric=spec.goals.portable(),
+                           fixed=dict(spec.fixed),
                            data=dict(opts.data), cwd=os.getcwd(), trial_timeout=spec.trial_timeout,
                            quiet=opts.verbose == 0)
     trainable = tune.with_resources(

@@ -130,13 +130,26 @@ class Coordinator:
         """Tell the wrapped searcher about the trials an earlier run finished (resume)."""
         if self.spec.optimizer == "tpe":
             for t in sorted(self.session.finished.values(), key=lambda t: t.number):
-                self._tell_tpe_point(t.params, t.state, t.value, t.reports)
+                self._tell_tpe_point(t.params, t.state, t.value, t.reports, t.metrics)
         elif self.spec.optimizer == "bohb":
             for t in sorted(self.session.finished.values(), key=lambda t: t.number):
                 self._tell_bohb_point(t.params, t.value, t.budget)
 
     def _tell_tpe_point(self, params: dict[str, Any], state: TrialState, value: float | None,
-                        reports: Any) -> None:
+                        reports: Any, metrics: dict[str, Any] | None = None) -> None:
+        goals = self.spec.goals
+        if goals.multi:
+            # OptunaSearch.add_evaluated_point takes one value; a multi-objective study gets the
+            # trial directly (Optuna's own create_trial with all objective values).
+            import optuna
+
+            values = goals.values(metrics or {}) if state is TrialState.COMPLETE else None
+            ts = optuna.trial.TrialState
+            ostate = (ts.COMPLETE if values is not None else
+                      ts.PRUNED if state is TrialState.PRUNED else ts.FAIL)
+            self.inner._ot_study.add_trial(optuna.trial.create_trial(
+                state=ostate, values=values, params=self._encode_inner(params), distributions=self.inner._space))
+            return
         inter = [r.metrics[self.spec.metric] for r in reports if self.spec.metric in r.metrics]
         self.inner.add_evaluated_point(
             self._encode_inner(params),
@@ -167,12 +180,14 @@ class Coordinator:
         state, value = self._state_of(task, error)
         if not task.by_inner:
             if self.spec.optimizer == "tpe":
-                self._tell_tpe_point(task.params, state, value, task.reports)
+                self._tell_tpe_point(task.params, state, value, task.reports, (task.outcome or {}).get("metrics"))
             elif self.spec.optimizer == "bohb":
                 self._tell_bohb_point(task.params, value, float(task.iterations))
             return
         if state is TrialState.COMPLETE and value is not None:
-            self.inner.on_trial_complete(trial_id, result={self.spec.metric: value})
+            metrics = (task.outcome or {}).get("metrics") or {}
+            result = {name: metrics.get(name) for name in self.spec.objectives} if self.spec.goals.multi else {}
+            self.inner.on_trial_complete(trial_id, result={**result, self.spec.metric: value})
         else:
             # Optuna records a result without a value as PRUNED, or FAIL when error=True.
             self.inner.on_trial_complete(trial_id, result=None, error=state is TrialState.FAILED)

@@ -48,7 +48,7 @@ class StudyPayload:
 
     name: str
     objective: Any
-    metric: str
+    metric: Any  # the study's Goals (objectives, composites), or a metric name
     fixed: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     cwd: str | None = None
