@@ -7,6 +7,7 @@ Example:
 Only the public surface lives here; backends are imported lazily when a study names them.
 """
 
+from ._goals import Composite, Term
 from ._version import __version__
 from .backends._base import Budget
 from .exceptions import (
@@ -16,6 +17,7 @@ from .exceptions import (
     HposdkError,
     MissingExtraError,
     NoCompletedTrialsError,
+    NoSingleBestError,
     ObjectiveError,
     SpaceError,
     StudyRecordError,
@@ -30,6 +32,7 @@ __all__ = [
     "BackendNotFoundError",
     "BindingError",
     "Budget",
+    "Composite",
     "ConfigError",
     "Discrete",
     "FixedTrial",
@@ -38,6 +41,7 @@ __all__ = [
     "LogUniform",
     "MissingExtraError",
     "NoCompletedTrialsError",
+    "NoSingleBestError",
     "ObjectiveError",
     "SearchSpace",
     "SpaceError",
@@ -45,6 +49,7 @@ __all__ = [
     "StudyConfig",
     "StudyRecordError",
     "StudyResult",
+    "Term",
     "Trial",
     "TrialPruned",
     "TrialResult",

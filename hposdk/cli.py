@@ -118,6 +118,7 @@ def backend_rows() -> list[dict[str, Any]]:
             caps = cls.capabilities
             row.update(installed=True, optimizers=list(caps.optimizers), pruners=list(caps.pruners),
                        budget_optimizers=list(caps.budget_optimizers), space_features=list(caps.space_features),
+                       multi_objective=list(caps.multi_objective), constraint_aware=list(caps.constraint_aware),
                        parallel=caps.parallel,
                        resume=caps.resume, options_model=cls.options_model.__name__,
                        options=list(cls.options_model.model_fields), notes=caps.notes)
@@ -139,16 +140,17 @@ def backends_markdown(rows: list[dict[str, Any]]) -> str:
         # The full list is in `hposdk backends` and on each backend's page; keep the table readable.
         return code(items) if len(items) <= 6 else f"{code(items[:5])}, ... ({len(items)} in all)"
 
-    lines = ["| backend | install | optimizers | budget optimizers | pruners / schedulers | parameter types "
-             "| `backend_options` |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| backend | install | optimizers | budget optimizers | several objectives | pruners / schedulers "
+             "| parameter types | `backend_options` |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         install = f"`pip install hposdk[{r['extra']}]`" if r["extra"] else "included"
         if not r["installed"]:
-            lines.append(f"| `{r['backend']}` | {install} | (not installed here) | | | | |")
+            lines.append(f"| `{r['backend']}` | {install} | (not installed here) | | | | | |")
             continue
         lines.append(f"| `{r['backend']}` | {install} | {code(r['optimizers'])} | {code(r['budget_optimizers'])} "
-                     f"| {code(r['pruners'])} | {features(r['space_features'])} | {options(r['options'])} |")
+                     f"| {code(r['multi_objective'])} | {code(r['pruners'])} | {features(r['space_features'])} "
+                     f"| {options(r['options'])} |")
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._imports import require
-from .exceptions import ConfigError, NoCompletedTrialsError
+from .exceptions import ConfigError, NoCompletedTrialsError, NoSingleBestError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,6 +39,7 @@ __all__ = [
     "PLOT_KINDS",
     "param_importances",
     "plot_history",
+    "plot_pareto_front",
     "plot_importance",
     "plot_learning_curves",
     "plot_parallel_coordinates",
@@ -339,7 +340,7 @@ def _fig_curves(result: StudyResult, metric: str | None = None) -> Figure:
             ax.plot(xs[-1], ys[-1], color=colors[t.state], marker="x")  # where it was stopped
     try:
         best = result.best
-    except NoCompletedTrialsError:
+    except (NoCompletedTrialsError, NoSingleBestError):
         best = None
     for t, pts in curves:
         if best is not None and t.number == best.number:
@@ -377,6 +378,58 @@ def plot_learning_curves(result: StudyResult, path: str | Path, metric: str | No
     return _save(_fig_curves(result, metric), path)
 
 
+# --- Pareto front -----------------------------------------------------------------------------
+
+
+def _fig_pareto(result: StudyResult, objectives: tuple[str, str] | None = None) -> Figure:
+    from .result import _metric
+
+    names = list(objectives or list(result.directions)[:2])
+    if len(names) != 2:
+        raise ConfigError(f"a Pareto-front plot needs two objectives; study {result.name!r} has "
+                          f"{len(result.directions)} ({', '.join(result.directions)})")
+    front = {t.number for t in result.pareto_front}
+    pts = [(t, _metric(t, names[0], result.metric), _metric(t, names[1], result.metric)) for t in result.completed]
+    pts = [(t, x, y) for t, x, y in pts if x is not None and y is not None]
+    if not pts:
+        raise NoCompletedTrialsError(f"a Pareto-front plot needs completed trials; {result.summary_line()}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    groups = [("dominated", "tab:gray", "o", [p for p in pts if p[0].feasible and p[0].number not in front]),
+              ("infeasible", "tab:red", "x", [p for p in pts if not p[0].feasible]),
+              ("Pareto front", "tab:blue", "o", sorted((p for p in pts if p[0].number in front), key=lambda p: p[1]))]
+    for label, color, marker, group in groups:
+        if group:
+            ax.scatter([p[1] for p in group], [p[2] for p in group], color=color, marker=marker, label=label,
+                       zorder=3, alpha=0.9 if label == "Pareto front" else 0.5)
+    if groups[2][3]:
+        ax.plot([p[1] for p in groups[2][3]], [p[2] for p in groups[2][3]], color="tab:blue", linewidth=1,
+                drawstyle="steps-post" if result.directions.get(names[1]) == "min" else "steps-pre")
+    modes = result.directions
+    ax.set_xlabel(f"{names[0]} ({modes.get(names[0], '?')})")
+    ax.set_ylabel(f"{names[1]} ({modes.get(names[1], '?')})")
+    ax.set_title(f"{result.name}: {len(front)} of {len(pts)} trials on the front")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pareto_front(result: StudyResult, path: str | Path, objectives: tuple[str, str] | None = None) -> Path:
+    """Write a scatter of two objectives with the Pareto front highlighted.
+
+    Args:
+        result: a study with two objectives (or pass ``objectives`` to pick two).
+        path: the image file to write.
+        objectives: the two metrics to draw (default: the study's first two objectives).
+
+    Raises:
+        ConfigError: fewer than two objectives to draw.
+        NoCompletedTrialsError: no completed trial has both metrics.
+    """
+    return _save(_fig_pareto(result, objectives), path)
+
+
 # --- the HTML report --------------------------------------------------------------------------
 
 PLOT_KINDS: dict[str, Callable[..., Path]] = {
@@ -384,6 +437,7 @@ PLOT_KINDS: dict[str, Callable[..., Path]] = {
     "parallel": plot_parallel_coordinates,
     "importance": plot_importance,
     "curves": plot_learning_curves,
+    "pareto": plot_pareto_front,
 }
 """The ``--kind`` names of ``hposdk plot``, each with the function that draws it."""
 
@@ -392,6 +446,7 @@ _FIGURES: dict[str, tuple[str, Callable[[StudyResult], Figure]]] = {
     "parallel": ("Parallel coordinates", _fig_parallel),
     "importance": ("Parameter importance (fANOVA)", _fig_importance),
     "curves": ("Learning curves", _fig_curves),
+    "pareto": ("Pareto front", _fig_pareto),
 }
 
 

@@ -338,6 +338,12 @@ class StudyResult(BaseModel):
 
         return plot_learning_curves(self, path, metric)
 
+    def plot_pareto_front(self, path: str | Path, objectives: tuple[str, str] | None = None) -> Path:
+        """Write two objectives' scatter with the Pareto front highlighted (see :mod:`hposdk.plotting`)."""
+        from .plotting import plot_pareto_front
+
+        return plot_pareto_front(self, path, objectives)
+
     def param_importances(self, seed: int = 0) -> dict[str, float]:
         """Each parameter's share of the metric's variance (Optuna's fANOVA), most important first."""
         from .plotting import param_importances

@@ -3,12 +3,13 @@ import them by name, so they live in a module, not in a test file)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ..trial import Trial
+from ..trial import Trial, TrialPruned
 
 
 def _log_call(trial: Trial) -> None:
@@ -60,6 +61,43 @@ def learning_curve(trial: Trial) -> dict[str, float]:
     return {"loss": loss}
 
 
+def epochs(trial: Trial) -> dict[str, float]:
+    """A resumable multi-fidelity training run: ``trial.budget`` epochs (9 without a budget).
+
+    The "model" is a weight that halves every epoch, so after ``n`` epochs in total the loss is
+    exactly ``(x - 0.3)**2 + 0.5**n``: it falls with the budget, and a run continued from its
+    checkpoint reports the same losses as one that never stopped. It starts from
+    ``trial.load_checkpoint()`` when there is one (a configuration continued at a larger budget,
+    or a trial a scheduler paused and resumed), and each epoch saves a checkpoint, then reports
+    ``loss``, ``epochs`` (trained in total) and ``resumed_from`` (the epochs found in the
+    checkpoint), and stops when ``trial.should_prune()`` says so.
+
+    With the fixed param ``epoch_log`` (a file path) every epoch trained appends one JSON line
+    there (trial number, budget, epoch, resumed_from, checkpoint directory), an account kept
+    apart from what the backend records.
+    """
+    x = float(trial.params["x"])
+    log = trial.params.get("epoch_log")
+    budget = round(trial.budget) if trial.budget is not None else 9
+    state = trial.load_checkpoint() or {"epochs": 0, "weight": 1.0}
+    start = int(state["epochs"])
+    loss = (x - 0.3) ** 2 + state["weight"]
+    for epoch in range(start, budget):
+        state = {"epochs": epoch + 1, "weight": state["weight"] * 0.5}
+        loss = (x - 0.3) ** 2 + state["weight"]
+        # Saved before the report: Ray attaches the latest checkpoint to the next report.
+        trial.save_checkpoint(state)
+        if log:
+            line = {"number": trial.number, "budget": trial.budget, "epoch": epoch, "resumed_from": start,
+                    "checkpoint": str(trial.checkpoint_dir)}
+            with open(log, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+        trial.report(epoch, loss=loss, epochs=epoch + 1, resumed_from=start)
+        if trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch}")
+    return {"loss": loss, "epochs": float(state["epochs"]), "resumed_from": float(start)}
+
+
 def echo_types(trial: Trial) -> dict[str, Any]:
     """Fails unless every param is a plain Python native (no numpy scalars, no engine objects)."""
     _log_call(trial)
@@ -105,3 +143,9 @@ def flaky(trial: Trial) -> float:
         marker.write_text("1")
         raise ConnectionError("transient failure")
     return float(trial.params["x"])
+
+
+def two_quadratics(trial: Trial) -> dict[str, float]:
+    """Two objectives with a known Pareto front (the segment from (0, 0) to (1, 1) in x, y)."""
+    x, y = float(trial.params["x"]), float(trial.params["y"])
+    return {"f1": x**2 + y**2, "f2": (x - 1) ** 2 + (y - 1) ** 2}
