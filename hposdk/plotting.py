@@ -389,8 +389,11 @@ def _fig_pareto(result: StudyResult, objectives: tuple[str, str] | None = None) 
         raise ConfigError(f"a Pareto-front plot needs two objectives; study {result.name!r} has "
                           f"{len(result.directions)} ({', '.join(result.directions)})")
     front = {t.number for t in result.pareto_front}
-    pts = [(t, _metric(t, names[0], result.metric), _metric(t, names[1], result.metric)) for t in result.completed]
-    pts = [(t, x, y) for t, x, y in pts if x is not None and y is not None]
+    pts: list[tuple[TrialResult, float, float]] = []
+    for t in result.completed:
+        x, y = _metric(t, names[0], result.metric), _metric(t, names[1], result.metric)
+        if x is not None and y is not None:
+            pts.append((t, x, y))
     if not pts:
         raise NoCompletedTrialsError(f"a Pareto-front plot needs completed trials; {result.summary_line()}")
     plt = _pyplot()
