@@ -359,6 +359,46 @@ def test_ray_refuses_bohb_with_several_objectives(tmp_path: Path) -> None:
               budget={"min_budget": 1, "max_budget": 9}, storage=tmp_path)
 
 
+MO_YAML = """\
+name: gptq-like
+objective: hposdk.testing.objectives:two_quadratics
+objectives: {f1: min, score: max}
+composites:
+  score:
+    terms:
+      f1: {mode: min, low: 0, high: 5}
+      f2: {weight: 2, mode: min, low: 0, high: 5}
+constraints: ["f2 <= 2"]
+optimizer: tpe
+n_trials: 12
+seed: 4
+space:
+  x: {type: uniform, low: -0.5, high: 1.5}
+  y: {type: uniform, low: -0.5, high: 1.5}
+"""
+
+
+def test_a_study_file_declares_objectives_composites_and_constraints(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hposdk import load_study
+    from hposdk.cli import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(MO_YAML)
+    assert main(["run", str(path), "--storage", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front over f1 (min), score (max):" in out and "Constraints f2 <= 2:" in out
+    r = load_study("gptq-like", storage=tmp_path)
+    for t in r.trials:
+        f1, f2 = t.metrics["f1"], t.metrics["f2"]
+        assert t.metrics["score"] == pytest.approx(((1 - f1 / 5) + 2 * (1 - f2 / 5)) / 3)
+        assert t.feasible == (f2 <= 2)
+    assert all(t.feasible for t in r.pareto_front)
+    assert main(["show", "gptq-like", "--storage", str(tmp_path), "--format", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert {"pareto", "feasible", "violation_0", "metrics_score"} <= set(header)
+
+
 @pytest.mark.slow
 def test_two_objectives_and_a_composite_on_ray(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune")
@@ -372,6 +412,14 @@ def test_two_objectives_and_a_composite_on_ray(tmp_path: Path) -> None:
     r = Study("hposdk.testing.objectives:two_quadratics", SPACE, objectives={"f1": "min", "f2": "min"},
               backend="ray", optimizer="tpe", n_trials=12, storage=tmp_path, name="ray-mo").optimize()
     assert [t.number for t in r.trials] == list(range(12))
+    # A composite as the single metric, watched by ASHA in every report (computed inside the Ray trial).
+    r = Study("hposdk.testing.objectives:learning_curve", {"x": Uniform(0, 1)}, metric="score", mode="max",
+              composites={"score": {"terms": {"loss": {"mode": "min"}}}}, backend="ray", optimizer="random",
+              pruner="asha", pruning_metric="score", budget={"min_budget": 1, "max_budget": 9, "eta": 3},
+              n_trials=8, max_concurrent=2, storage=tmp_path, name="ray-composite").optimize()
+    assert all(rep.metrics["score"] == pytest.approx(-rep.metrics["loss"]) for t in r.trials for rep in t.reports)
+    assert r.best.value == pytest.approx(-r.best.metrics["loss"])
+    assert r.by_state("PRUNED"), "ASHA on the composite never stopped a trial"
 
 
 def test_pareto_front_of_a_grid_is_exact(tmp_path: Path) -> None:
