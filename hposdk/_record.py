@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from .exceptions import StudyRecordError
-from .result import ReportRecord, TrialResult, dumps_line
+from .result import ReportRecord, TrialResult
 
 FORMAT_VERSION = 1
+#: The encoder of ``result.dumps_line`` (compact JSON, ``default=str``), built once.
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -135,7 +137,9 @@ class Journal:
         self._fh.flush()
 
     def _write(self, event: dict[str, Any]) -> None:
-        self._write_raw(dumps_line(event) + "\n")
+        # dumps_line's encoding, with one encoder kept: json.dumps builds a new JSONEncoder per call
+        # when given options, a measurable share of a fast sampler's per-trial cost.
+        self._write_raw(_LINE_ENCODER.encode(event) + "\n")
 
     def start(self, number: int, params: dict[str, Any], budget: float | None, attempt: int) -> None:
         """A trial started."""

@@ -28,9 +28,10 @@ from pydantic import (
 
 from ._goals import Composite, Constraint, Goals
 from ._record import Journal, read_record
+from ._sqlrecord import SharedRunSession, SqlRecord, is_url
 from .backends._base import Budget, RunSession, StudySpec
 from .backends._registry import get_backend
-from .exceptions import BindingError, ConfigError, ObjectiveError, SpaceError, StudyRecordError
+from .exceptions import BindingError, ConfigError, ObjectiveError, SpaceError, StudyRecordError, UnsupportedError
 from .result import StudyResult
 from .spaces import SearchSpace
 from .spaces._errors import format_validation_error
@@ -375,7 +376,11 @@ class Study:
         if not _NAME.match(name):
             raise ConfigError(f"name: {name!r} may only use letters, digits, '_', '.' and '-'")
         self.name = name
-        self.storage = Path(cfg.storage or os.environ.get("HPOSDK_STORAGE") or DEFAULT_STORAGE)
+        storage = cfg.storage or os.environ.get("HPOSDK_STORAGE") or DEFAULT_STORAGE
+        #: A database URL when several drivers share the record (``sqlite:///...``, ``postgresql://...``).
+        self.storage_url: str | None = storage if is_url(storage) else None
+        # Trial working directories stay on this machine's disk either way.
+        self.storage = Path(DEFAULT_STORAGE if self.storage_url else storage)
         clash = [k for k in cfg.fixed if k in cfg.space]
         if clash:
             raise ConfigError(f"fixed: {clash} are also in the search space; a key is either searched or fixed")
@@ -438,18 +443,41 @@ class Study:
             goals_=goals,
         )
         self.backend_cls.check(self.spec)
+        if self.storage_url is not None:
+            shared = self.backend_cls.capabilities.shared_record
+            if cfg.optimizer not in shared:
+                raise UnsupportedError(
+                    f"storage {self.storage_url!r} is a database shared by several drivers, which backend "
+                    f"{cfg.backend!r} supports with the optimizers: {', '.join(shared) or 'none'} (not "
+                    f"{cfg.optimizer!r}). Fix: use a directory storage, or one of those optimizers."
+                )
         if previous is not None and resume:
             self._check_compatible(previous)
 
     @property
-    def record_path(self) -> Path:
-        """The study's durable record (a JSON-lines journal)."""
+    def record_path(self) -> Path | str:
+        """The study's durable record: a JSON-lines journal, or ``<database URL>#<name>``."""
+        if self.storage_url is not None:
+            return f"{self.storage_url}#{self.name}"
         return self.storage / self.name / "study.jsonl"
 
+    def _sql(self) -> SqlRecord:
+        assert self.storage_url is not None
+        return SqlRecord(self.storage_url, self.name)
+
     def _existing_header(self) -> dict[str, Any] | None:
-        if not self.resume or not self.record_path.exists():
+        if not self.resume:
             return None
-        return read_record(self.record_path).header
+        if self.storage_url is not None:
+            record = self._sql()
+            try:
+                return record.header()
+            finally:
+                record.close()
+        path = self.storage / self.name / "study.jsonl"
+        if not path.exists():
+            return None
+        return read_record(path).header
 
     def _header(self) -> dict[str, Any]:
         spec = self.spec
@@ -496,7 +524,9 @@ class Study:
         """
         from ._progress import Progress
 
-        path = self.record_path
+        if self.storage_url is not None:
+            return self._optimize_shared()
+        path = self.storage / self.name / "study.jsonl"
         if path.exists() and not self.resume:
             path.rename(path.with_name(f"study.{time.strftime('%Y%m%d-%H%M%S')}.jsonl.bak"))
         finished: dict[int, Any] = {}
@@ -512,6 +542,30 @@ class Study:
         progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
                             objectives=self.spec.objectives)
         session = RunSession(self.spec, journal, finished, unfinished, next_number, progress)
+        return self._run(session, journal, progress)
+
+    def _optimize_shared(self) -> StudyResult:
+        from ._progress import Progress
+
+        record = self._sql()
+        if not self.resume and record.header() is not None:
+            record.move_aside()
+        record.open(self._header())
+        try:
+            state = record.read()
+            self._check_compatible(state.header)
+            lost = record.adopt_lost()  # trials of drivers that are gone (killed, machine lost)
+        except BaseException:
+            record.close()
+            raise
+        if lost:
+            record.note(kind="resume", finished=len(state.finished), rerun=[s.number for s in lost])
+        progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
+                            objectives=self.spec.objectives)
+        session = SharedRunSession(self.spec, record, dict(state.finished), lost, progress)
+        return self._run(session, record, progress)
+
+    def _run(self, session: RunSession, journal: Any, progress: Any) -> StudyResult:
         backend = self.backend_cls()
         progress.start(session.finished)
         try:
@@ -532,6 +586,8 @@ class Study:
 
     def result(self) -> StudyResult:
         """The study's result as recorded so far (works while or after it runs)."""
+        if self.storage_url is not None:
+            return load_study(self.name, storage=self.storage_url)
         return load_study(self.record_path)
 
 
@@ -557,8 +613,17 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
 
     Args:
         name_or_path: a study name (looked up in ``storage``), its directory, or its ``study.jsonl``.
-        storage: the directory of study records (default ``$HPOSDK_STORAGE`` or ``./hposdk-studies``).
+        storage: the directory of study records (default ``$HPOSDK_STORAGE`` or ``./hposdk-studies``),
+            or a database URL (``sqlite:///studies.db``, ``postgresql://...``) shared by several drivers.
     """
+    url = storage if storage is not None else os.environ.get("HPOSDK_STORAGE")
+    if is_url(url):
+        record = SqlRecord(str(url), str(name_or_path))
+        try:
+            state = record.read()
+        finally:
+            record.close()
+        return _result_of(state, f"{url}#{name_or_path}")
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "study.jsonl"
@@ -571,7 +636,10 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
                 f"no study named {str(name_or_path)!r} in {root}"
                 + (f"; studies there: {', '.join(known)}" if known else " (no studies there)")
             )
-    state = read_record(path)
+    return _result_of(read_record(path), str(path))
+
+
+def _result_of(state: Any, where: str) -> StudyResult:
     h = state.header
     return StudyResult(
         name=h["name"],
@@ -583,6 +651,6 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
         optimizer=h.get("optimizer", ""),
         space=SearchSpace.from_dict(h["space"]),
         trials=tuple(state.finished[n] for n in sorted(state.finished)),
-        record_path=str(path),
+        record_path=where,
         info={"running_or_lost": sorted(state.unfinished)} if state.unfinished else {},
     )

@@ -94,6 +94,8 @@ class Capabilities:
     #: constraints and keeps infeasible trials from ``best``; these also tell the optimizer.
     multi_objective: tuple[str, ...] = ()
     constraint_aware: tuple[str, ...] = ()
+    #: Optimizers that can run with a study record shared by several drivers (a database storage).
+    shared_record: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,11 +348,25 @@ class RunSession:
             return 0
         return max(0, self.spec.n_trials - len(self.finished) - len(self.running))
 
+    #: True when other drivers share the study record (see ``hposdk/_sqlrecord.py``).
+    shared = False
+
     def new_number(self) -> int:
         """A fresh trial number."""
         n = self._next
         self._next += 1
         return n
+
+    def claim_number(self) -> int | None:
+        """A fresh trial number, or None when a shared record's ``n_trials`` are all taken."""
+        return self.new_number()
+
+    def release(self, number: int) -> None:
+        """Give back a number from :meth:`claim_number` that will not be used (nothing to do here)."""
+
+    def poll(self) -> list[TrialResult]:
+        """Trials that other drivers of a shared record finished since the last call."""
+        return []
 
     def trial_dir(self, number: int) -> Path:
         """The working directory of trial ``number`` (under the study's directory)."""

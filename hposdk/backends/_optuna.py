@@ -81,3 +81,33 @@ def encode(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = v
     return out
+
+
+def tell(study: Any, trial: Any, values: Any = None, state: Any = None) -> None:
+    """``study.tell(trial, values, state=state)`` without building its return value.
+
+    ``Study.tell`` returns a deep copy of the finished trial, which hposdk never reads; the copy is
+    about a tenth of TPE's whole per-trial cost on small studies. This calls the function that
+    ``Study.tell`` and ``Study.optimize`` both use (same validation, warnings and sampler
+    callbacks), and falls back to the public method if a future Optuna moves it.
+    """
+    fn = _tell_function()
+    if fn is None:
+        study.tell(trial, values, state=state)
+    else:
+        fn(study=study, trial=trial, value_or_values=values, state=state)
+
+
+def _tell_function() -> Any:
+    global _TELL
+    if _TELL is False:
+        try:
+            from optuna.study._tell import _tell_with_warning
+        except ImportError:  # pragma: no cover - a future Optuna
+            _TELL = None
+        else:
+            _TELL = _tell_with_warning
+    return _TELL
+
+
+_TELL: Any = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -85,6 +86,7 @@ class LocalBackend(Backend):
         resume=True,
         budget_optimizers=HPBANDSTER_OPTIMIZERS,
         multi_objective=("grid", "random", "tpe", "nsga2"),
+        shared_record=("grid", "random", *SAMPLERS),
         constraint_aware=tuple(SAMPLERS),
         notes="in-process for max_concurrent=1, worker processes otherwise; bohb/hyperband need hposdk[bohb]",
     )
@@ -132,7 +134,7 @@ class LocalBackend(Backend):
 
             hpbandster.run(spec, session)
             return
-        engine = _Engine(spec)
+        engine = _Engine(spec, shared=session.shared)
         engine.restore(session.finished.values())
         driver = _Driver(spec, session, engine)
         if _uses_processes(spec):
@@ -153,17 +155,22 @@ class _Engine:
     ``pruning_metric``; the sampler's study is told the final outcome only.
     """
 
-    def __init__(self, spec: StudySpec) -> None:
+    def __init__(self, spec: StudySpec, shared: bool = False) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
         self.spec = spec
+        # With a record shared by several drivers, grid points are indexed by trial number (numbers
+        # are unique across drivers) and each driver's sampler gets its own seed, so that two
+        # drivers' start-up samples differ.
+        self.shared = shared
+        sampler_seed = spec.seed if not shared else (spec.seed * 1_000_003 + os.getpid()) % 2**31
         self.goals = spec.goals
         self.dists = _optuna.to_optuna(spec.space)
         if spec.optimizer in SAMPLERS:
             cls = getattr(optuna.samplers, SAMPLERS[spec.optimizer])
-            sampler: Any = cls(seed=spec.seed, **dict(spec.optimizer_options))
+            sampler: Any = cls(seed=sampler_seed, **dict(spec.optimizer_options))
         else:
             # Grid and random points are enqueued; this sampler is never asked for a value.
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
@@ -171,8 +178,21 @@ class _Engine:
         self.prune_metric = spec.pruning_metric
         shadow = spec.pruner is not None and (self.goals.multi or self.prune_metric != spec.metric)
 
+        # One budget protocol: with a study budget, the successive-halving pruners take their rungs
+        # from it (min_budget * eta**k reports, as Ray's ASHA), and see the report count as the step.
+        rung_pruner = spec.budget is not None and spec.pruner in ("successive_halving", "hyperband")
+        self.step_offset = 1 if rung_pruner else 0
+        pruner_options = dict(spec.pruner_options)
+        if rung_pruner:
+            assert spec.budget is not None
+            defaults: dict[str, Any] = {"min_resource": max(1, int(spec.budget.min_budget)),
+                                        "reduction_factor": max(2, round(spec.budget.eta))}
+            if spec.pruner == "hyperband":
+                defaults["max_resource"] = max(1, int(spec.budget.max_budget))
+            pruner_options = {**defaults, **pruner_options}
+
         def make_pruner() -> Any:
-            return getattr(optuna.pruners, PRUNERS[spec.pruner])(**dict(spec.pruner_options))  # type: ignore[index]
+            return getattr(optuna.pruners, PRUNERS[spec.pruner])(**pruner_options)  # type: ignore[index]
 
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
@@ -211,7 +231,8 @@ class _Engine:
             # Samplers (TPE, NSGA-II, GP) read feasibility from the trials' constraints (Optuna 5).
             constraints = ({str(i): _finite(v) for i, v in enumerate(t.constraint_violations)}
                            if t.constraint_violations and state == ts.COMPLETE else None)
-            inter = {r.step: r.metrics[self.prune_metric] for r in t.reports if self.prune_metric in r.metrics}
+            inter = {r.step + self.step_offset: r.metrics[self.prune_metric] for r in t.reports
+                     if self.prune_metric in r.metrics}
             self.study.add_trial(
                 self.optuna.trial.create_trial(
                     params=params, distributions=self.dists, values=values, state=state,
@@ -231,8 +252,16 @@ class _Engine:
         if self.spec.optimizer == "random":
             return self.spec.space.sample_for_trial(self.spec.seed, number)
         if self.spec.optimizer == "grid":
+            if self.shared:
+                points = self._grid_points()
+                return points[number] if number < len(points) else None
             return self.grid.next()
         return {}  # an Optuna sampler chooses
+
+    def _grid_points(self) -> list[dict[str, Any]]:
+        if not hasattr(self, "_points"):
+            self._points = self.spec.space.grid()
+        return self._points
 
     def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Start an Optuna trial with ``params`` fixed (or sampled when empty)."""
@@ -255,7 +284,7 @@ class _Engine:
             return
         value = report.metrics.get(self.prune_metric)
         if value is not None:
-            self._pruning_trial(otrial).report(value, report.step)
+            self._pruning_trial(otrial).report(value, report.step + self.step_offset)
 
     def should_prune(self, otrial: Any) -> bool:
         return otrial is not None and bool(self._pruning_trial(otrial).should_prune())
@@ -271,19 +300,19 @@ class _Engine:
                 main.set_constraint(str(i), _finite(v))
         values = self.goals.values(outcome.metrics) if outcome.state is TrialState.COMPLETE else None
         if outcome.state is TrialState.COMPLETE and values is not None:
-            self.study.tell(main, values)
+            _optuna.tell(self.study, main, values)
         elif outcome.state is TrialState.PRUNED:
-            self.study.tell(main, state=ts.PRUNED)
+            _optuna.tell(self.study, main, state=ts.PRUNED)
         else:
             # A failed trial is told as FAIL so samplers do not keep proposing it as if unknown.
-            self.study.tell(main, state=ts.FAIL)
+            _optuna.tell(self.study, main, state=ts.FAIL)
         if shadow is not None:
             pvalue = outcome.metrics.get(self.prune_metric)
             if outcome.state is TrialState.COMPLETE and isinstance(pvalue, (int, float)):
-                self.prune_study.tell(shadow, float(pvalue))  # type: ignore[union-attr]
+                _optuna.tell(self.prune_study, shadow, float(pvalue))  # type: ignore[union-attr]
             else:
                 state = ts.PRUNED if outcome.state is TrialState.PRUNED else ts.FAIL
-                self.prune_study.tell(shadow, state=state)  # type: ignore[union-attr]
+                _optuna.tell(self.prune_study, shadow, state=state)  # type: ignore[union-attr]
 
 
 def _finite(v: float) -> float:
@@ -346,9 +375,13 @@ class _Driver:
         else:
             if self.exhausted:
                 return None
-            number = s.new_number()
+            self.engine.restore(s.poll())  # other drivers' trials (a shared record), so samplers see them
+            number = s.claim_number()
+            if number is None:  # a shared record's n_trials are all taken by other drivers
+                return None
             params = self.engine.propose(number)
             if params is None:
+                s.release(number)
                 self.exhausted = True
                 return None
             task = _Task(number, params, self.budget, 1)
@@ -378,7 +411,12 @@ class _Driver:
                                       error=(outcome.error or "").strip().splitlines()[-1:])
             self.retries.append(task)
             return
-        result = self.session.result_from(task.number, task.params, outcome, budget=task.budget,
+        budget = task.budget
+        if self.spec.budget is not None and outcome.state is TrialState.PRUNED and outcome.reports:
+            # A stopped trial records the budget it reached (its reports), as on Ray.
+            b = self.spec.budget
+            budget = float(max(b.min_budget, min(len(outcome.reports), b.max_budget)))
+        result = self.session.result_from(task.number, task.params, outcome, budget=budget,
                                           attempt=task.attempt, started_at=task.started_at)
         self.session.finish(result, outcome.accessed, outcome.config_error)
 

@@ -16,6 +16,12 @@ Defects of ``clearml/automation/hpbandster/bandster.py`` (2.1.12) handled here:
   the master and workers are given it, and ``stop()`` shuts the nameserver down.
 * ``stop()`` fails before ``start()`` (``self._bohb`` is None) and after a run without results
   (``all_runs[-1]``); here it only shuts things down.
+* hpbandster counts the budget rungs with a float truncation, so some ranges lose their smallest
+  rung (``min_budget=1, max_budget=243, eta=3`` starts at 3; ``1..1000, eta=10`` at 10), and its
+  budgets times ``max_iteration_per_job`` are not the rounded ones local BOHB records. Here the
+  rungs are :func:`hposdk.backends.hpbandster.budgets`, as on the local backend, and the budget a
+  task receives is exactly one of them: ``trial.budget`` and ``TrialResult.budget`` are the same
+  numbers on both backends.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from clearml.automation.hpbandster import OptimizerBOHB
 from clearml.automation.hpbandster.bandster import _TrainsBandsterWorker
 
+from ..hpbandster import budgets
 from ._strategies import HposdkStrategy
 from ._translate import decode_configspace, to_configspace
 
@@ -59,7 +66,7 @@ class _HposdkBandsterWorker(_TrainsBandsterWorker):  # type: ignore[misc]
         override = opt.hposdk_override(params)
         if opt.hposdk_budget_param:
             # hposdk objectives read trial.budget; ClearML only aborts a job at budget * scale iterations.
-            override[opt.hposdk_budget_param] = float(budget) * float(self.budget_iteration_scale)
+            override[opt.hposdk_budget_param] = opt.hposdk_iterations(budget)
         result: dict[str, Any] = super().compute(override, budget, **kwargs)
         return result
 
@@ -80,6 +87,17 @@ class HposdkBOHB(HposdkStrategy, OptimizerBOHB):  # type: ignore[misc]
         self.hposdk_budget_param = hposdk_budget_param
         super().__init__(*args, **kwargs)
         self._hposdk_workers: list[Any] = []
+
+    def hposdk_iterations(self, budget: float) -> float:
+        """A BOHB budget (a fraction of ``max_iteration_per_job``) in iterations: the rung of
+        :func:`~hposdk.backends.hpbandster.budgets` it stands for, free of float error."""
+        iterations = float(budget) * float(self._max_iteration_per_job)
+        rungs = self._hposdk_rungs()
+        return min(rungs, key=lambda r: abs(r - iterations))
+
+    def _hposdk_rungs(self) -> list[float]:
+        eta = float(self._bohb_kwargs.get("eta", 3))
+        return budgets(float(self._min_iteration_per_job), float(self._max_iteration_per_job), eta)
 
     def _convert_hyper_parameters_to_cs(self) -> Any:
         return to_configspace(self.hposdk_space, seed=self.hposdk_seed)
@@ -117,6 +135,11 @@ class HposdkBOHB(HposdkStrategy, OptimizerBOHB):  # type: ignore[misc]
                 min_budget=float(self._min_iteration_per_job) / float(self._max_iteration_per_job),
                 **self._bohb_kwargs,
             )
+            # The rungs of local BOHB (see the module docstring), as fractions of max_iteration_per_job.
+            rungs = [r / float(self._max_iteration_per_job) for r in self._hposdk_rungs()]
+            self._bohb.budgets = rungs
+            self._bohb.max_SH_iter = len(rungs)
+            self._bohb.config.update(budgets=rungs, max_SH_iter=len(rungs))
             if self.budget.jobs.limit:
                 self.budget.jobs.limit *= len(self._bohb.budgets)
             if self.budget.iterations.limit:

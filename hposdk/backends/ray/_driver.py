@@ -275,9 +275,11 @@ class Coordinator:
     def _finish(self, task: _Task, trial: Any, state: TrialState, value: float | None, metrics: dict[str, Any],
                 error: str | None, duration: float | None, accessed: set[str] | None, config_error: bool) -> None:
         budget = task.budget
-        if self.spec.optimizer == "bohb":
+        if self.spec.optimizer == "bohb" or (self.spec.budget is not None and state is TrialState.PRUNED
+                                             and task.iterations > 0):
             # HyperBand-for-BOHB runs one Ray trial per configuration and stops or pauses it at
-            # budgets counted in reports: the budget a trial reached is its number of reports.
+            # budgets counted in reports, and ASHA/HyperBand stop trials there: the budget a trial
+            # reached is its number of reports (the same on the local backend).
             budget = float(task.iterations)
         if duration is None:
             duration = task.ray_time if task.ray_time is not None else time.time() - task.started_at
