@@ -149,3 +149,25 @@ def two_quadratics(trial: Trial) -> dict[str, float]:
     """Two objectives with a known Pareto front (the segment from (0, 0) to (1, 1) in x, y)."""
     x, y = float(trial.params["x"]), float(trial.params["y"])
     return {"f1": x**2 + y**2, "f2": (x - 1) ** 2 + (y - 1) ** 2}
+
+
+def biquadratic(trial: Trial) -> dict[str, float]:
+    """Two objectives in conflict, both to minimise: ``f1 = x**2 + y**2``, ``f2 = (x - 1)**2 + y**2``.
+
+    The Pareto front is ``y = 0, 0 <= x <= 1`` (``y`` is optional; 0 when not searched). Reports
+    ``steps`` steps (fixed param, default 3) of both, each falling towards its final value
+    (``+ 1 / (step + 1)``), and stops when ``trial.should_prune()`` says so; ``sleep`` (fixed
+    param, seconds per step) lets a poller see the reports of a running trial.
+    """
+    import time
+
+    _log_call(trial)
+    x = float(trial.params["x"])
+    y = float(trial.params.get("y", 0.0))
+    f1, f2 = x**2 + y**2, (x - 1) ** 2 + y**2
+    for step in range(int(trial.params.get("steps", 3))):
+        trial.report(step, f1=f1 + 1.0 / (step + 1), f2=f2 + 1.0 / (step + 1))
+        if trial.should_prune():
+            break
+        time.sleep(float(trial.params.get("sleep", 0.0)))
+    return {"f1": f1, "f2": f2}

@@ -253,3 +253,18 @@ def test_clearml_bohb_uses_the_rungs_of_local_bohb(tmp_path: Path, monkeypatch: 
     assert budgets(1, 10, 10) == [1.0, 10.0]
     assert [t.budget for t in result.trials] == [1.0, 1.0, 1.0]  # the first rung of the largest bracket
     assert all(len(t.reports) == 1 for t in result.trials)
+
+
+@pytest.mark.server
+def test_clearml_remote_gives_optimizers_without_rungs_max_budget(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Random search has no rungs: as on every backend, each trial gets (and records) max_budget.
+    _clearml_offline(tmp_path, monkeypatch)
+    fleet = pytest.importorskip("test_clearml_remote")
+    study, _ = fleet._fleet_study(tmp_path, objectives.epochs, SPACE, monkeypatch, optimizer="random", n_trials=2,
+                                  seed=0, budget=BUDGET, fixed={"epoch_log": str(tmp_path / "epochs.jsonl")})
+    result = study.optimize()
+    assert [t.budget for t in result.trials] == [MAX, MAX]
+    assert all(len(t.reports) == MAX for t in result.trials)  # the objective trained max_budget epochs
+    ran = _epochs_trained(tmp_path / "epochs.jsonl")
+    assert {e["budget"] for runs in ran.values() for e in runs} == {MAX}

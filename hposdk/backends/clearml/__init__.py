@@ -14,6 +14,12 @@ what it means on every other backend (see ``_translate.py`` for the space, ``_st
   on the agent. Every trial is also recorded in the hposdk study record, so an interrupted study is
   resumed without repeating finished trials.
 
+Several objectives (``objectives={...}``) work with ``grid``, ``random`` and ``tpe`` on both executors,
+through ClearML's list-of-metrics mode (one scalar title/series per objective; ``tpe`` becomes
+Optuna's multi-objective TPE); ``bohb`` optimises one objective. Composites are computed inside each
+trial (on an agent too), constraints keep infeasible trials from ``best`` and the Pareto front, and
+pruners watch ``pruning_metric`` (see ``_local.py`` and ``_strategies.py``).
+
 Example:
     >>> from hposdk import Study, SearchSpace, Uniform
     >>> def objective(trial):
@@ -36,7 +42,7 @@ require("clearml", "clearml", "backend='clearml'")
 
 from ...exceptions import ConfigError, UnsupportedError  # noqa: E402 - after the dependency check
 from .._base import Backend, Capabilities, RunSession, StudySpec, check_options  # noqa: E402
-from ._options import ClearMLOptions, resolve_executor  # noqa: E402
+from ._options import ClearMLOptions, objective_scalars, resolve_executor  # noqa: E402
 from ._translate import check_task_strings, clearml_name, to_clearml  # noqa: E402
 
 __all__ = ["BOHB_OPTIONS", "ClearMLBackend", "ClearMLOptions"]
@@ -58,6 +64,11 @@ class ClearMLBackend(Backend):
         parallel=True,
         resume=True,
         budget_optimizers=("bohb",),
+        # ClearML's list-of-metrics mode; OptimizerBOHB (hpbandster) takes one loss.
+        multi_objective=("grid", "random", "tpe"),
+        # Constraints are recorded and respected by the selection, not told to the samplers: ClearML's
+        # objective loop on the fleet never sees a trial's other metrics (see _optuna_strategy.py).
+        constraint_aware=(),
         notes="ClearML GridSearch/RandomSearch/OptimizerOptuna/OptimizerBOHB; executor='local' runs trials "
               "here with no server (not bohb), executor='remote' on ClearML agents; pruners with grid/random/tpe",
     )
@@ -105,6 +116,7 @@ class ClearMLBackend(Backend):
                 raise ConfigError("optimizer='bohb' needs a study `budget` (min_budget, max_budget, eta): ClearML's "
                                   "OptimizerBOHB measures it in reported iterations of the objective scalar")
         _check_names(spec, opts)
+        objective_scalars(list(spec.objectives), opts)  # one ClearML scalar per objective
         to_clearml(spec.space, optimizer=spec.optimizer, section=opts.section)  # refuses what is inexact
         if executor == "local":
             if spec.max_concurrent > 1 or spec.trial_timeout is not None or opts.isolate:

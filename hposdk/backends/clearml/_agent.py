@@ -5,14 +5,16 @@ clones the base task per trial (``HyperParameterOptimizer`` sets the trial's val
 ``Args/`` section) and runs this module, which
 
 1. attaches to the task (``Task.init``), reads the study (configuration object ``hposdk_study``:
-   objective import path, space, metric, fixed values, section, scalar title/series),
+   objective import path, space, objectives, composites, text constraints, fixed values, section,
+   each objective's scalar title/series),
 2. reads the trial's values from the task's parameters (``task.connect`` + ``get_parameters``; ClearML
    stores them as strings, so each is decoded with the hposdk parameter: ``'True'`` -> ``True``,
    ``'1024'`` -> ``1024``),
-3. runs the objective through :func:`hposdk.backends.run_objective`, reporting every
-   ``trial.report(step, ...)`` as ClearML scalars (``Logger.report_scalar``: the study metric as
-   ``objective_title``/``objective_series``, every other metric as ``<name>``/``<name>``), then the
-   final metrics at the last step,
+3. runs the objective through :func:`hposdk.backends.run_objective` with the study's goals (so
+   composites are computed here, in every report and in the result), reporting every
+   ``trial.report(step, ...)`` as ClearML scalars (``Logger.report_scalar``: each objective as its
+   scalar, ``objective_title``/``objective_series``, by default ``<name>``/``<name>``; every other
+   metric as ``<name>``/``<name>``), then the final metrics at the last step,
 4. stores the full outcome (state, metrics, error) as the configuration object ``hposdk_outcome`` and
    exits non-zero when the trial failed, so the task is marked failed.
 
@@ -29,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..._goals import Composite, Constraint, Goals
 from ...spaces import SearchSpace
 from ...trial import Report, Trial
 from ._translate import clearml_name, decode_string
 
-__all__ = ["OUTCOME_CONFIG", "STUDY_CONFIG", "main", "metric_scalar", "report_metrics"]
+__all__ = ["OUTCOME_CONFIG", "STUDY_CONFIG", "main", "metric_scalar", "report_metrics", "study_goals"]
 
 STUDY_CONFIG = "hposdk_study"
 OUTCOME_CONFIG = "hposdk_outcome"
@@ -42,10 +45,23 @@ HPOSDK_SECTION = "hposdk"
 
 
 def metric_scalar(name: str, study: Mapping[str, Any]) -> tuple[str, str]:
-    """The ClearML (title, series) a metric is reported as (the study metric: the objective's)."""
-    if name == study["metric"]:
+    """The ClearML (title, series) a metric is reported as (an objective: its scalar)."""
+    scalars = study.get("scalars") or {}
+    if name in scalars:
+        title, series = scalars[name]
+        return str(title), str(series)
+    if name == study.get("metric"):  # a study document written before "scalars"
         return study.get("title") or name, study.get("series") or name
     return name, name
+
+
+def study_goals(study: Mapping[str, Any]) -> Goals:
+    """The objectives, composites, text constraints and pruning metric of a study document."""
+    objectives = dict(study.get("objectives") or {study["metric"]: study.get("mode") or "min"})
+    composites = {str(k): Composite.model_validate(v) for k, v in (study.get("composites") or {}).items()}
+    constraints = tuple(Constraint.parse(str(c)) for c in study.get("constraints") or ())
+    return Goals(objectives=objectives, composites=composites, constraints=constraints,
+                 pruning_metric=study.get("pruning_metric"))
 
 
 def report_metrics(logger: Any, metrics: Mapping[str, Any], step: int, study: Mapping[str, Any]) -> None:
@@ -145,7 +161,7 @@ def run(task: Any, study: Mapping[str, Any]) -> int:
         budget=float(budget_text) if budget_text else study.get("budget"),
         study_name=study.get("name"),
     )
-    outcome = run_objective(objective, trial, study["metric"])
+    outcome = run_objective(objective, trial, study_goals(study))
     final_step = outcome.reports[-1].step if outcome.reports else 0
     if outcome.metrics and outcome.state.value != "FAILED":
         # At the last reported step: ClearML's objective is the last value of its scalar.

@@ -36,12 +36,19 @@ _FINAL = ("completed", "published", "closed", "failed", "stopped")
 
 def controller_document(spec: StudySpec, opts: ClearMLOptions) -> dict[str, Any]:
     """The StudyConfig the controller task runs (this study, with the controller in that process)."""
+    goals = spec.goals
+    # One objective as metric/mode (StudyConfig takes either that or objectives, not both).
+    aims: dict[str, Any] = (
+        {"objectives": dict(goals.objectives)} if goals.multi else {"metric": spec.metric, "mode": spec.mode})
     return {
         "name": spec.name,
         "objective": spec.objective_ref,
         "space": spec.space.to_dict(),
-        "metric": spec.metric,
-        "mode": spec.mode,
+        **aims,
+        "composites": {k: v.model_dump() for k, v in goals.composites.items()},
+        # Text only: check_remote refuses callable constraints with controller='remote'.
+        "constraints": [c.text for c in goals.constraints if c.fn is None],
+        "pruning_metric": goals.pruning_metric,
         "backend": "clearml",
         "optimizer": spec.optimizer,
         "optimizer_options": dict(spec.optimizer_options),

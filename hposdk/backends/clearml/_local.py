@@ -12,6 +12,16 @@ retries, timeouts and crash isolation) asks them for the next point and feeds re
 
 With a pruner, grid and random trials are also told to a shadow Optuna study that holds the pruner
 (the same as on the fleet, where the strategy's ``monitor_job`` feeds it).
+
+Several objectives: ClearML's list-of-metrics mode (``MultiObjective``, one title/series per
+objective) with grid, random and tpe; TPE's Optuna study then has one direction per objective and
+is told every objective's value. Pruners watch the study's ``pruning_metric`` (required with a
+pruner and several objectives): Optuna cannot prune a multi-objective study (optuna/optuna#3450),
+so, as in ``hposdk.backends.local``, a TPE trial is mirrored into the pruner's shadow
+single-objective study, fed the pruning metric's reports, whenever the pruning metric is not the
+single objective. Constraints are recorded and keep infeasible trials from ``best`` and the Pareto
+front; they are not told to the sampler (``Capabilities.constraint_aware`` is empty), so a study
+proposes here what it proposes on the fleet, where ClearML's loop never sees them.
 """
 
 from __future__ import annotations
@@ -23,13 +33,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
+from ..._goals import Goals
 from ...result import ReportRecord, TrialResult, TrialState
 from ...trial import Report
 from .._base import Outcome, RunSession, StudySpec
 from ..local import _Driver
-from ._options import ClearMLOptions
+from ._options import ClearMLOptions, objective_scalars
 from ._translate import params_key, to_clearml
 
 __all__ = ["ClearMLEngine", "OfflineRecorder", "make_strategy", "run_local"]
@@ -40,13 +52,15 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
     from clearml.automation.optimization import MultiObjective
 
     finished = sorted(finished, key=lambda t: t.number)
-    history = [history_entry(t, spec.metric) for t in finished]
+    goals = spec.goals
+    history = [history_entry(t, goals) for t in finished]
+    names, modes = list(goals.objectives), list(goals.objectives.values())
     common: dict[str, Any] = dict(
         base_task_id="hposdk-local",
         hyper_parameters=to_clearml(spec.space, optimizer=spec.optimizer, section=options.section,
                                     names=options.param_names),
-        objective_metric=MultiObjective(title=[spec.metric], series=[spec.metric], order=[spec.mode],
-                                        extremum=[False]),
+        # No scalar is ever read here (hposdk runs the trials): the names stand for the scalars.
+        objective_metric=MultiObjective(title=names, series=names, order=modes, extremum=[False] * len(names)),
         execution_queue="",
         num_concurrent_workers=spec.max_concurrent,
         total_max_jobs=spec.n_trials,
@@ -58,6 +72,8 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
         hposdk_history=history,
         hposdk_pruner=spec.pruner,
         hposdk_pruner_options=dict(spec.pruner_options),
+        hposdk_objectives=dict(goals.objectives),
+        hposdk_pruning={"metric": spec.pruning_metric, "mode": goals.pruning_mode},
     )
     if spec.optimizer == "grid":
         from ._strategies import HposdkGridSearch
@@ -75,14 +91,36 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
     raise AssertionError(f"unreachable: optimizer {spec.optimizer!r} was checked")  # pragma: no cover
 
 
-def history_entry(trial: TrialResult, metric: str) -> dict[str, Any]:
-    """A finished trial as the plain data HposdkOptuna warm-starts from."""
+def history_entry(trial: TrialResult, goals: Goals | str) -> dict[str, Any]:
+    """A finished trial as the plain data the strategies warm-start from (see ``HposdkStrategy``).
+
+    ``values`` holds every objective's value (None unless the trial completed with all of them);
+    ``prune_value`` and ``reports`` are the pruning metric's.
+    """
+    goals = Goals.single(goals) if isinstance(goals, str) else goals
+    prune = goals.pruning_metric or goals.primary
+    pvalue = trial.metrics.get(prune)
+    complete = trial.state is TrialState.COMPLETE
     return {
         "params": dict(trial.params),
         "state": str(trial.state),
         "value": trial.value,
-        "reports": [[r.step, r.metrics[metric]] for r in trial.reports if metric in r.metrics],
+        "values": goals.values(trial.metrics) if complete else None,
+        "prune_value": float(pvalue) if complete and _number(pvalue) else None,
+        "reports": [[r.step, r.metrics[prune]] for r in trial.reports if prune in r.metrics],
     }
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class _Handle:
+    """The Optuna trials of one hposdk trial: TPE's (None for grid/random) and the pruner's."""
+
+    main: Any = None
+    prune: Any = None
 
 
 class ClearMLEngine:
@@ -90,6 +128,8 @@ class ClearMLEngine:
 
     def __init__(self, spec: StudySpec, options: ClearMLOptions, finished: Iterable[TrialResult] = ()) -> None:
         self.spec = spec
+        self.goals = spec.goals
+        self.prune_metric = spec.pruning_metric
         self.strategy = make_strategy(spec, options, finished)
         self.tpe = spec.optimizer == "tpe"
         self._pending: dict[str, Any] = {}
@@ -119,38 +159,46 @@ class ClearMLEngine:
         self._pending[params_key(params)] = otrial
         return params
 
-    def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """The Optuna trial of a proposal (a re-run trial is enqueued with its params first)."""
+    def ask(self, params: dict[str, Any]) -> tuple[_Handle, dict[str, Any]]:
+        """The Optuna trials of a proposal (a re-run trial is enqueued with its params first)."""
         if not self.tpe:
             # With a pruner, grid/random trials live in the pruner's shadow study (None without one).
-            otrial = self.strategy.hposdk_shadow_trial(params)
-            self.study = self.strategy._hposdk_mirror
-            return otrial, params
+            return _Handle(prune=self.strategy.hposdk_shadow_trial(params)), params
         otrial = self._pending.pop(params_key(params), None)
         if otrial is None:  # a trial that never finished, run again with the same params
             self.strategy.enqueue(params)
             otrial, params = self.strategy.ask()
-        return otrial, params
+        if self.spec.pruner is None:
+            return _Handle(main=otrial), params
+        if self.strategy.hposdk_prunes_apart():
+            return _Handle(main=otrial, prune=self.strategy.hposdk_shadow_trial(params)), params
+        return _Handle(main=otrial, prune=otrial), params
 
-    def report(self, otrial: Any, report: Report | ReportRecord) -> None:
-        value = report.metrics.get(self.spec.metric)
-        if otrial is not None and value is not None:
-            otrial.report(value, report.step)
+    def report(self, handle: _Handle, report: Report | ReportRecord) -> None:
+        value = report.metrics.get(self.prune_metric)
+        if handle.prune is not None and value is not None:
+            handle.prune.report(value, report.step)
 
-    def should_prune(self, otrial: Any) -> bool:
-        return bool(otrial.should_prune()) if otrial is not None else False
+    def should_prune(self, handle: _Handle) -> bool:
+        return bool(handle.prune.should_prune()) if handle.prune is not None else False
 
-    def tell(self, otrial: Any, outcome: Outcome) -> None:
-        if otrial is None:
-            return
+    def tell(self, handle: _Handle, outcome: Outcome) -> None:
         ts = self.optuna.trial.TrialState
-        study = self.study
-        if outcome.state is TrialState.COMPLETE:
-            study.tell(otrial, outcome.value)
-        elif outcome.state is TrialState.PRUNED:
-            study.tell(otrial, state=ts.PRUNED)
-        else:
-            study.tell(otrial, state=ts.FAIL)
+        complete = outcome.state is TrialState.COMPLETE
+        if handle.main is not None:
+            values = self.goals.values(outcome.metrics) if complete else None
+            if values is not None:
+                self.strategy._study.tell(handle.main, values)
+            else:
+                self.strategy._study.tell(handle.main, state=ts.PRUNED if outcome.state is TrialState.PRUNED
+                                          else ts.FAIL)
+        if handle.prune is not None and handle.prune is not handle.main:
+            pvalue = outcome.metrics.get(self.prune_metric)
+            mirror = self.strategy._hposdk_mirror
+            if complete and _number(pvalue):
+                mirror.tell(handle.prune, float(pvalue))
+            else:
+                mirror.tell(handle.prune, state=ts.PRUNED if outcome.state is TrialState.PRUNED else ts.FAIL)
 
 
 class _RecordingDriver(_Driver):
@@ -199,11 +247,12 @@ class OfflineRecorder:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "CLEARML_OFFLINE_MODE": "1"},
         )
+        scalars = objective_scalars(list(spec.objectives), options)
         self._header = {
             "study": spec.name, "project": options.project, "section": options.section,
             "names": dict(options.param_names),
-            "metric": spec.metric, "title": options.objective_title or spec.metric,
-            "series": options.objective_series or spec.metric,
+            "metric": spec.metric, "title": scalars[spec.metric][0], "series": scalars[spec.metric][1],
+            "scalars": {k: list(v) for k, v in scalars.items()},
         }
         self._sessions: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-__all__ = ["ClearMLOptions", "resolve_executor", "server_configured"]
+from ...exceptions import ConfigError
+
+__all__ = ["ClearMLOptions", "objective_scalars", "resolve_executor", "server_configured"]
 
 
 class ClearMLOptions(BaseModel):
@@ -30,7 +33,9 @@ class ClearMLOptions(BaseModel):
             hposdk creates a base task that runs the study's objective on an agent
             (``python -m hposdk.backends.clearml._agent``).
         objective_title / objective_series: the scalar ClearML optimizes (default: the study metric
-            for both); the sign comes from the study's ``mode``.
+            for both); the sign comes from the study's ``mode``. With several objectives, a list
+            of one title (series) per objective, in the order of ``objectives`` (default: each
+            objective's name); see :func:`objective_scalars`.
         objective_extremum: compare the best value ever reported (``min_global``/``max_global``)
             instead of the last one.
         project: project of the optimizer task and of a created base task.
@@ -64,8 +69,8 @@ class ClearMLOptions(BaseModel):
     param_names: dict[str, str] = Field(default_factory=dict)
 
     base_task_id: str | None = None
-    objective_title: str | None = None
-    objective_series: str | None = None
+    objective_title: str | list[str] | None = None
+    objective_series: str | list[str] | None = None
     objective_extremum: bool = False
     project: str = "hposdk"
     spawn_project: str | None = None
@@ -125,3 +130,49 @@ def resolve_executor(options: ClearMLOptions) -> Literal["local", "remote"]:
     if options.executor == "auto":
         return "remote" if server_configured() else "local"
     return options.executor
+
+
+def objective_scalars(objectives: Sequence[str], options: ClearMLOptions) -> dict[str, tuple[str, str]]:
+    """The ClearML scalar (title, series) of each objective, in order.
+
+    An objective is the scalar ``<name>``/``<name>`` unless ``objective_title``/``objective_series``
+    say otherwise: a string for a single objective, or a list with one entry per objective.
+
+    Example:
+        >>> objective_scalars(["acc", "size_mb"], ClearMLOptions(objective_title=["eval", "model"]))
+        {'acc': ('eval', 'acc'), 'size_mb': ('model', 'size_mb')}
+
+    Raises:
+        ConfigError: a single title/series for several objectives, a list of the wrong length, or
+            two objectives on the same scalar.
+    """
+    names = list(objectives)
+
+    def per_objective(field: str, given: str | list[str] | None) -> list[str]:
+        if given is None:
+            return names
+        if isinstance(given, str):
+            if len(names) == 1:
+                return [given]
+            raise ConfigError(
+                f"backend_options.{field}={given!r} names the scalar of one objective, but the study has "
+                f"{len(names)} ({', '.join(names)}). Fix: give a list with one entry per objective, in order "
+                f"(e.g. {field}={[given, *names[1:]]!r}), or leave it out (each objective is then the scalar "
+                "<name>/<name>, as hposdk's agent reports it)"
+            )
+        if len(given) != len(names):
+            raise ConfigError(
+                f"backend_options.{field}: {len(given)} entries {given!r} for {len(names)} objective(s) "
+                f"({', '.join(names)}); give exactly one per objective, in order"
+            )
+        return list(given)
+
+    pairs = list(zip(per_objective("objective_title", options.objective_title),
+                     per_objective("objective_series", options.objective_series)))
+    seen: dict[tuple[str, str], str] = {}
+    for name, pair in zip(names, pairs):
+        if pair in seen:
+            raise ConfigError(f"backend_options.objective_title/objective_series: the objectives {seen[pair]!r} "
+                              f"and {name!r} would both be the ClearML scalar {pair[0]!r}/{pair[1]!r}")
+        seen[pair] = name
+    return dict(zip(names, pairs))

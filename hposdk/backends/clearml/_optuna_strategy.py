@@ -15,6 +15,17 @@ Defects of ``clearml/automation/optuna/optuna.py`` (2.1.12) handled here:
   than asked run, and with ``n_jobs > 1`` more can be launched than the budget (clearml/clearml#873);
   here exactly ``total_max_jobs`` jobs are launched and a space that only yields duplicates ends the
   study.
+* With several objectives ``OptunaObjective`` returns a list and skips pruning altogether ("trial
+  pruning based on intermediate values not supported when using multi-objective"): the study is
+  created here with one direction per objective (TPE is then MOTPE), warm-started with every
+  objective's value, and pruning runs on a shadow single-objective study watching the
+  ``pruning_metric`` scalar (:meth:`~._strategies.HposdkStrategy.monitor_job`, polled by
+  ``OptunaObjective``); a trial the shadow prunes is aborted and told to the TPE study as pruned,
+  as ClearML does for its own pruning. The same holds for one objective pruned on another metric.
+* Constraints are not told to Optuna (``set_constraint``): on the fleet the trial's metrics reach
+  hposdk's record, not ClearML's objective loop, so the sampler would see them locally only. Both
+  executors therefore propose alike, and the selection (``best``, the Pareto front) excludes
+  infeasible trials.
 """
 
 from __future__ import annotations
@@ -78,12 +89,21 @@ class HposdkOptuna(HposdkStrategy, OptimizerOptuna):  # type: ignore[misc]
         self._hposdk_launched = 0
         self._hposdk_duplicates = 0
         super().__init__(*args, **kwargs)
-        self._hposdk_mirror = False  # OptunaObjective reports and prunes through the TPE study itself
+        self._hposdk_mirror = False  # decided in make_study()
         self.hposdk_dists = _optuna.to_optuna(self.hposdk_space)
 
     # --- the study ---------------------------------------------------------------------------------
     def make_study(self) -> optuna.Study:
-        """A new in-memory study with the TPE sampler and the pruner, warm-started with ``hposdk_history``."""
+        """A new in-memory study with the TPE sampler (one direction per objective) and the pruner,
+        warm-started with ``hposdk_history``.
+
+        When the pruner watches something else than the single objective (see
+        :meth:`~._strategies.HposdkStrategy.hposdk_prunes_apart`), the study has no pruner and the
+        trials are pruned through the shadow study instead.
+        """
+        # None: the shadow study is made on first use; False: OptunaObjective reports and prunes
+        # through the TPE study itself.
+        self._hposdk_mirror = None if self.hposdk_prunes_apart() else False
         return self.hposdk_study(make_sampler(self.hposdk_seed, self.hposdk_sampler_options))  # type: ignore[no-any-return]
 
     def suggest(self, trial: Any) -> dict[str, Any]:
@@ -130,6 +150,13 @@ class HposdkOptuna(HposdkStrategy, OptimizerOptuna):  # type: ignore[misc]
         if self.total_max_jobs is not None and self.total_max_jobs <= 0:
             return
         self._study.optimize(self._objective.objective, n_trials=None, n_jobs=self._num_concurrent_workers)
+
+    def _hposdk_on_pruned(self, job: Any) -> None:
+        # Called from OptunaObjective's poll (monitor_job): the trial ends as PRUNED for Optuna, as
+        # ClearML's own pruning does, instead of being told the aborted task's last values.
+        if job in self._current_jobs:
+            self._current_jobs.remove(job)  # type: ignore[attr-defined]
+        raise optuna.TrialPruned(f"hposdk: pruned on {self.hposdk_pruning.get('metric') or 'the objective'}")
 
     def helper_create_job(self, *args: Any, **kwargs: Any) -> Any:
         # The budget is checked and taken under a lock, right before a job exists: with n_jobs

@@ -10,6 +10,15 @@ clearml/clearml#738): finished trials are marked taken, unfinished ones are adop
 still exists (a trial that completed while the controller was down is collected, not re-run) or
 proposed again with the same params.
 
+Several objectives use ClearML's list-of-metrics mode: ``objective_metric_title``/``series``/``sign``
+are lists, one entry per objective (:func:`~._options.objective_scalars`: the scalar
+``<name>``/``<name>`` that hposdk's agent reports, or the lists given as
+``objective_title``/``objective_series``). ClearML 2.1.12 accepts those lists only when
+``optimizer_class`` is ``OptimizerOptuna`` itself, although its strategies read objectives through
+``MultiObjective`` whatever they are; :func:`make_hyper_parameter_optimizer` works around that. A
+trial's objectives come back from the agent's exact record (every metric, composites included, as
+the agent computes them), or, on an existing task, from each objective's scalar.
+
 Everything that talks to a server goes through :class:`FleetIO`, so the controller loop
 (:func:`run_fleet`) is exercised in the tests with an in-memory fleet.
 """
@@ -33,7 +42,7 @@ from ...result import ReportRecord, TrialResult, TrialState
 from ...spaces import SearchSpace
 from .._base import Outcome, RunSession, StudySpec
 from ._agent import HPOSDK_SECTION, OUTCOME_CONFIG, STUDY_CONFIG
-from ._options import ClearMLOptions
+from ._options import ClearMLOptions, objective_scalars
 from ._translate import clearml_name, decode, params_key, to_clearml
 
 __all__ = [
@@ -41,6 +50,8 @@ __all__ = [
     "build_optimizer_kwargs",
     "check_remote",
     "check_server",
+    "make_hyper_parameter_optimizer",
+    "outcome_from_scalars",
     "run_fleet",
     "run_remote",
     "study_document",
@@ -65,6 +76,20 @@ def check_remote(spec: StudySpec, opts: ClearMLOptions) -> None:
     if opts.controller == "remote" and spec.objective_ref is None:
         raise ConfigError("backend 'clearml': controller='remote' re-creates the study on a services agent, so the "
                           "objective needs an import path 'module:function'")
+    goals = spec.goals
+    if opts.controller == "remote" and any(c.fn is not None for c in goals.constraints):
+        raise ConfigError(
+            "backend 'clearml': controller='remote' re-creates the study on a services agent from plain data, so "
+            f"constraints must be text like 'size_mb <= 700', but {[c.text for c in goals.constraints if c.fn]} "
+            "are callables. Fix: write them as text, or controller='local'."
+        )
+    if opts.base_task_id is not None and goals.composites:
+        raise ConfigError(
+            f"backend 'clearml' (executor='remote'): composites {sorted(goals.composites)} are computed by hposdk's "
+            f"runner inside the trial task, but base_task_id={opts.base_task_id!r} is an existing task that does not "
+            "run it (ClearML would read a scalar nobody reports). Fix: leave base_task_id out (hposdk creates a base "
+            "task running the objective), or report the combined metric from the task and optimise it by name."
+        )
     if spec.optimizer in ("grid", "random") and opts.min_iteration_per_job is not None:
         raise ConfigError(f"backend_options.min_iteration_per_job only applies to optimizer='tpe' (pruning); "
                           f"ClearML's {spec.optimizer} search ignores it")
@@ -133,6 +158,40 @@ def optimizer_class(optimizer: str) -> type:
     raise ConfigError(f"backend 'clearml' has no optimizer {optimizer!r}")
 
 
+def make_hyper_parameter_optimizer(kwargs: Mapping[str, Any]) -> Any:
+    """``HyperParameterOptimizer(**kwargs)``, with lists of objectives for hposdk's strategies too.
+
+    ClearML 2.1.12 takes one title/series/sign per objective as lists, but refuses them unless
+    ``optimizer_class`` is ``OptimizerOptuna`` itself (``optimizer_class != OptimizerOptuna``):
+    not its subclass ``HposdkOptuna``, not a strategy instance, not grid or random search, although
+    every strategy reads its objective through ``MultiObjective``, which handles lists (grid and
+    random search never read it to choose points). With several objectives the optimizer is
+    therefore built with the first one and then given ClearML's ``MultiObjective`` of all of them
+    (a strategy instance keeps the one it was built with), so that its strategy, its reports and
+    its top-k selection see every objective.
+    """
+    from clearml.automation import HyperParameterOptimizer
+    from clearml.automation.optimization import MultiObjective
+
+    titles = kwargs["objective_metric_title"]
+    if isinstance(titles, str):
+        return HyperParameterOptimizer(**kwargs)
+    series, signs = list(kwargs["objective_metric_series"]), list(kwargs["objective_metric_sign"])
+    titles = list(titles)
+    if not len(titles) == len(series) == len(signs) or not titles:
+        raise ConfigError(f"objective_metric_title/series/sign need one entry per objective, but got {titles}, "
+                          f"{series}, {signs}")
+    first = {**kwargs, "objective_metric_title": titles[0], "objective_metric_series": series[0],
+             "objective_metric_sign": signs[0]}
+    hpo: Any = HyperParameterOptimizer(**first)
+    if isinstance(kwargs.get("optimizer_class"), type):
+        hpo.optimizer._objective_metric = MultiObjective(
+            title=titles, series=series, order=["min" if s.startswith("min") else "max" for s in signs],
+            extremum=[s.endswith("_global") for s in signs])
+    hpo._objective_metric = hpo.optimizer._objective_metric
+    return hpo
+
+
 def build_optimizer_kwargs(
     spec: StudySpec,
     opts: ClearMLOptions,
@@ -165,13 +224,20 @@ def build_optimizer_kwargs(
     # Only the searched parameters: a user's base task keeps its own values for everything else (the
     # study's `fixed` values are for the hposdk objective, which a created base task receives whole).
     hyper = to_clearml(spec.space, optimizer=spec.optimizer, section=opts.section, names=opts.param_names)
-    sign = spec.mode + ("_global" if opts.objective_extremum else "")
+    goals = spec.goals
+    scalars = objective_scalars(list(goals.objectives), opts)
+    extremum = "_global" if opts.objective_extremum else ""
+    titles = [t for t, _ in scalars.values()]
+    series = [s for _, s in scalars.values()]
+    signs = [mode + extremum for mode in goals.objectives.values()]
+    prune_title, prune_series = scalars.get(spec.pruning_metric, (spec.pruning_metric, spec.pruning_metric))
     kwargs: dict[str, Any] = dict(
         base_task_id=base_task_id,
         hyper_parameters=hyper,
-        objective_metric_title=opts.objective_title or spec.metric,
-        objective_metric_series=opts.objective_series or spec.metric,
-        objective_metric_sign=sign,
+        # One objective: strings, as ClearML documents it; several: ClearML's lists, one per objective.
+        objective_metric_title=titles if goals.multi else titles[0],
+        objective_metric_series=series if goals.multi else series[0],
+        objective_metric_sign=signs if goals.multi else signs[0],
         optimizer_class=optimizer_class(spec.optimizer),
         max_number_of_concurrent_tasks=spec.max_concurrent,
         execution_queue=opts.queue,
@@ -196,10 +262,13 @@ def build_optimizer_kwargs(
     )
     done = sorted(finished, key=lambda t: t.number)
     kwargs.update(
-        hposdk_history=[history_entry(t, spec.metric) for t in done],
+        hposdk_history=[history_entry(t, goals) for t in done],
         hposdk_taken=[dict(p) for p in running],
         hposdk_pruner=spec.pruner,
         hposdk_pruner_options=dict(spec.pruner_options),
+        hposdk_objectives=dict(goals.objectives),
+        hposdk_pruning={"metric": spec.pruning_metric, "mode": goals.pruning_mode, "title": prune_title,
+                        "series": prune_series},
     )
     if spec.optimizer == "tpe":
         kwargs.update(
@@ -220,18 +289,34 @@ def build_optimizer_kwargs(
 
 
 def study_document(spec: StudySpec, opts: ClearMLOptions) -> dict[str, Any]:
-    """What the agent runner needs to run a trial of ``spec`` (stored on a created base task)."""
+    """What the agent runner needs to run a trial of ``spec`` (stored on a created base task).
+
+    The goals travel as plain data (``_agent.study_goals`` reads them back): the objectives, the
+    composites (computed on the agent, so their scalars exist for ClearML), the text constraints
+    (callables stay with the controller, which evaluates every constraint when it records the
+    trial) and each objective's scalar. ``metric``/``mode``/``title``/``series`` are the first
+    objective's.
+    """
+    goals = spec.goals.portable()
+    scalars = objective_scalars(list(goals.objectives), opts)
     return {
         "name": spec.name,
         "objective": spec.objective_ref,
         "space": spec.space.to_dict(),
         "metric": spec.metric,
         "mode": spec.mode,
+        "objectives": dict(goals.objectives),
+        "composites": {k: v.model_dump() for k, v in goals.composites.items()},
+        "constraints": [c.text for c in goals.constraints],
+        "pruning_metric": spec.pruning_metric,
+        # trial.budget of optimizers that do not set one per job (all but BOHB): the study's max_budget.
+        "budget": spec.budget.max_budget if spec.budget is not None else None,
         "fixed": dict(spec.fixed),
         "section": opts.section,
         "names": dict(opts.param_names),
-        "title": opts.objective_title or spec.metric,
-        "series": opts.objective_series or spec.metric,
+        "title": scalars[spec.metric][0],
+        "series": scalars[spec.metric][1],
+        "scalars": {k: list(v) for k, v in scalars.items()},
     }
 
 
@@ -288,6 +373,8 @@ class FleetJob:
         override = dict(parameter_override or {})
         self.hposdk_params = decode(link.spec.space, override, link.opts.section, link.opts.param_names)
         budget = override.get(f"{HPOSDK_SECTION}/budget")
+        if budget is None and link.spec.budget is not None:
+            budget = link.spec.budget.max_budget  # one protocol: optimizers without rungs give max_budget
         self.hposdk_budget = float(budget) if budget is not None else None
         self.hposdk_number, self.hposdk_attempt = link.allocate(self.hposdk_params)
         if link.hposdk_created:
@@ -388,10 +475,8 @@ class FleetIO:
         return str(task.id)
 
     def make_optimizer(self, kwargs: dict[str, Any]) -> Any:
-        """``HyperParameterOptimizer(**kwargs)``."""
-        from clearml.automation import HyperParameterOptimizer
-
-        return HyperParameterOptimizer(**kwargs)
+        """``HyperParameterOptimizer(**kwargs)`` (see :func:`make_hyper_parameter_optimizer`)."""
+        return make_hyper_parameter_optimizer(kwargs)
 
     def job_base(self) -> type:
         """The job class the fleet job class extends."""
@@ -420,25 +505,35 @@ class FleetIO:
             text = None
         if text:
             return outcome_from_record(json.loads(text), getattr(job, "hposdk_abort_reason", None))
-        title, series = opts.objective_title or spec.metric, opts.objective_series or spec.metric
-        scalars = task.get_last_scalar_metrics()
-        entry = scalars.get(title, {}).get(series)
-        value: float | None = None
-        if entry is not None:
+        # An existing task: each objective's scalar, and the scalars (<name>/<name>) of the metrics
+        # that text constraints need (a missing one makes the trial infeasible, not failed).
+        goals = spec.goals
+        scalars = objective_scalars(list(goals.objectives), opts)
+        wanted = dict(scalars)
+        for c in goals.constraints:
+            if c.metric is not None and c.metric not in wanted:
+                wanted[c.metric] = (c.metric, c.metric)
+        last = task.get_last_scalar_metrics()
+        values: dict[str, float | None] = {}
+        for name, (title, series) in wanted.items():
+            entry = last.get(title, {}).get(series)
             key = "last"
-            if opts.objective_extremum:
-                key = "min" if spec.mode == "min" else "max"
-            value = float(entry[key])
-        reports: list[ReportRecord] = []
+            if opts.objective_extremum and name in goals.objectives:
+                key = "min" if goals.objectives[name] == "min" else "max"
+            values[name] = float(entry[key]) if entry is not None else None
+        by_step: dict[int, dict[str, float]] = {}
         try:
-            hist = task.get_reported_scalars().get(title, {}).get(series, {})
-            reports = [ReportRecord(step=int(x), metrics={spec.metric: float(y)})
-                       for x, y in zip(hist.get("x", []), hist.get("y", []))]
-        except Exception:  # noqa: BLE001 - the history is a nicety; the final value is what counts
-            reports = []
+            history = task.get_reported_scalars()
+            for name, (title, series) in scalars.items():
+                hist = history.get(title, {}).get(series, {})
+                for x, y in zip(hist.get("x", []), hist.get("y", [])):
+                    by_step.setdefault(int(x), {})[name] = float(y)
+        except Exception:  # noqa: BLE001 - the history is a nicety; the final values are what counts
+            by_step = {}
+        reports = [ReportRecord(step=step, metrics=m) for step, m in sorted(by_step.items())]
         message = f"{task.data.status_message or ''} {task.data.status_reason or ''}".strip()
-        return outcome_from_status(status, value, reports, spec.metric, title, series, message,
-                                   getattr(job, "hposdk_abort_reason", None))
+        return outcome_from_scalars(status, values, scalars, reports, message,
+                                    getattr(job, "hposdk_abort_reason", None))
 
 
 def outcome_from_record(record: Mapping[str, Any], abort_reason: str | None) -> Outcome:
@@ -460,17 +555,35 @@ def outcome_from_record(record: Mapping[str, Any], abort_reason: str | None) -> 
 
 def outcome_from_status(status: str, value: float | None, reports: list[ReportRecord], metric: str, title: str,
                         series: str, message: str, abort_reason: str | None) -> Outcome:
-    """A trial task without an hposdk record (a user's base task) from its status and scalars."""
-    metrics = {metric: value} if value is not None else {}
+    """A single-objective trial task without an hposdk record (see :func:`outcome_from_scalars`)."""
+    return outcome_from_scalars(status, {metric: value}, {metric: (title, series)}, reports, message, abort_reason)
+
+
+def outcome_from_scalars(status: str, values: Mapping[str, float | None], scalars: Mapping[str, tuple[str, str]],
+                         reports: list[ReportRecord], message: str, abort_reason: str | None) -> Outcome:
+    """A trial task without an hposdk record (a user's base task) from its status and scalars.
+
+    Args:
+        status: the task's final status.
+        values: the metrics read from the task (None: not reported), objectives first.
+        scalars: each objective's (title, series), in order (the first is ``Outcome.value``).
+        reports: the objectives' reported history.
+        message: the task's status message and reason.
+        abort_reason: why hposdk aborted the task (``pruned``, ``budget``, ``timeout``...), if it did.
+    """
+    metrics = {k: v for k, v in values.items() if v is not None}
+    value = metrics.get(next(iter(scalars)))
+    missing = [f"{t!r}/{s!r}" for name, (t, s) in scalars.items() if name not in metrics]
     if status in ("completed", "published", "closed"):
-        if value is None:
-            return Outcome(TrialState.FAILED, None, {}, f"the task completed without reporting the objective "
-                           f"scalar {title!r}/{series!r}", reports, set(), 0.0)
+        if missing:
+            what = "scalar" if len(missing) == 1 else "scalars"
+            return Outcome(TrialState.FAILED, None, metrics, f"the task completed without reporting the objective "
+                           f"{what} {', '.join(missing)}", reports, set(), 0.0)
         return Outcome(TrialState.COMPLETE, value, metrics, None, reports, set(), 0.0)
     if status == "stopped":
         if abort_reason == "pruned":
             return Outcome(TrialState.PRUNED, value, metrics, None, reports, set(), 0.0)
-        if abort_reason == "budget" and value is not None:
+        if abort_reason == "budget" and not missing:
             return Outcome(TrialState.COMPLETE, value, metrics, None, reports, set(), 0.0)
         why = {"timeout": "exceeded trial_timeout and was aborted"}.get(abort_reason or "", "was aborted")
         return Outcome(TrialState.FAILED, None, metrics, f"the task {why} {message}".strip(), reports, set(), 0.0)

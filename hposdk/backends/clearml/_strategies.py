@@ -13,7 +13,12 @@ tried locally proposes what the fleet would. What each subclass changes, and why
 * random search is seeded per proposal, not through ClearML's one global ``Random(1337)``;
 * grid and random search can prune: ClearML prunes only inside OptimizerOptuna, so here a shadow
   Optuna study with the study's pruner sees every trial's reports (``monitor_job`` on the fleet,
-  the local driver's reports here) and a pruned trial task is aborted.
+  the local driver's reports here) and a pruned trial task is aborted;
+* the pruner watches the study's ``pruning_metric`` (its own scalar on the fleet), which need not
+  be the first objective. With several objectives, or a pruning metric that is not the first
+  objective, TPE prunes through the same shadow study: Optuna cannot prune a multi-objective study
+  (optuna/optuna#3450), and ClearML's ``OptunaObjective`` reports only the first objective to its
+  pruner (and none with several).
 
 ``hposdk_offline=True`` skips ``_validate_base_task`` (a server query) for local use.
 """
@@ -21,6 +26,7 @@ tried locally proposes what the fleet would. What each subclass changes, and why
 from __future__ import annotations
 
 import random
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -79,9 +85,14 @@ class HposdkStrategy:
         hposdk_rerun: params of trials that started but never finished: proposed first.
         hposdk_offline: skip the base-task check (no server; hposdk runs the trials itself).
         hposdk_pruner / hposdk_pruner_options: an Optuna pruner by hposdk name, and its options.
-        hposdk_history: finished trials (``params``, ``state``, ``value``, ``reports`` as
-            ``[step, value]``), for the pruner (and TPE) to know them; their params are taken.
-        hposdk_direction: ``minimize``/``maximize`` (default: the ClearML objective's sign).
+        hposdk_history: finished trials (``params``, ``state``, ``values`` (one per objective, or
+            None), ``prune_value`` (the pruning metric's final value), ``reports`` as
+            ``[step, pruning metric value]``), for the pruner (and TPE) to know them; their params
+            are taken. Entries with only ``value`` (written before several objectives) still work.
+        hposdk_objectives: the objectives in order, ``{name: 'min' | 'max'}`` (default: the ClearML
+            objective's signs).
+        hposdk_pruning: what the pruner watches: ``metric``, ``mode`` (``min``/``max``) and, on the
+            fleet, the ClearML scalar ``title``/``series`` (default: the first objective).
     """
 
     _hyper_parameters: Sequence[Any]
@@ -99,13 +110,15 @@ class HposdkStrategy:
         hposdk_pruner: str | None = None,
         hposdk_pruner_options: Mapping[str, Any] | None = None,
         hposdk_history: Sequence[Mapping[str, Any]] = (),
-        hposdk_direction: str | None = None,
+        hposdk_objectives: Mapping[str, str] | None = None,
+        hposdk_pruning: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self.hposdk_pruner = hposdk_pruner
         self.hposdk_pruner_options = dict(hposdk_pruner_options or {})
         self.hposdk_history = [dict(h) for h in hposdk_history]
-        self.hposdk_direction = hposdk_direction
+        self.hposdk_objectives = dict(hposdk_objectives or {})
+        self.hposdk_pruning = dict(hposdk_pruning or {})
         hposdk_taken = [h["params"] for h in self.hposdk_history] + list(hposdk_taken)
         self.hposdk_space = SearchSpace.from_dict(hposdk_space)
         self.hposdk_section = hposdk_section
@@ -117,6 +130,8 @@ class HposdkStrategy:
         self.hposdk_proposals = len(hposdk_taken) + len(hposdk_rerun)
         self._hposdk_mirror: Any = None
         self._hposdk_watch: dict[str, list[Any]] = {}  # task id -> [optuna trial, last iteration]
+        self._hposdk_lock_shadow = threading.Lock()  # TPE on the fleet polls from n_jobs threads
+        self._hposdk_prune_scalar: Any = None
         super().__init__(*args, **kwargs)
 
     def _validate_base_task(self) -> None:
@@ -154,81 +169,142 @@ class HposdkStrategy:
         raise NotImplementedError
 
     # --- an Optuna study of the trials (TPE's own; the pruner's shadow for grid and random) -----------
-    def hposdk_study(self, sampler: Any) -> Any:
-        """A new in-memory Optuna study with ``sampler`` and the pruner, knowing ``hposdk_history``."""
+    def hposdk_directions(self) -> list[str]:
+        """``minimize``/``maximize`` per objective, in order."""
+        if self.hposdk_objectives:
+            return ["minimize" if m == "min" else "maximize" for m in self.hposdk_objectives.values()]
+        sign = self._objective_metric.get_objective_sign()  # type: ignore[attr-defined]
+        return ["minimize" if s < 0 else "maximize" for s in (sign if isinstance(sign, list) else [sign])]
+
+    def hposdk_prunes_apart(self) -> bool:
+        """Whether TPE prunes through the shadow study rather than its own (with a pruner, when the
+        study has several objectives or prunes on another metric than its objective). Grid and
+        random search always prune through the shadow study."""
+        if self.hposdk_pruner is None:
+            return False
+        if len(self.hposdk_directions()) > 1:
+            return True
+        metric = self.hposdk_pruning.get("metric")
+        return metric is not None and bool(self.hposdk_objectives) and metric != next(iter(self.hposdk_objectives))
+
+    def hposdk_study(self, sampler: Any, pruning: bool = False) -> Any:
+        """A new in-memory Optuna study knowing ``hposdk_history``.
+
+        The optimizer's study has one direction per objective and holds the pruner unless it prunes
+        apart (:meth:`hposdk_prunes_apart`); ``pruning=True`` gives the pruner's shadow study: one
+        direction, the pruning metric's, fed its reports.
+        """
         import optuna
 
         from .. import _optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        direction: Any = self.hposdk_direction
-        if direction is None:
-            sign = self._objective_metric.get_objective_sign()  # type: ignore[attr-defined]
-            direction = "minimize" if (sign[0] if isinstance(sign, list) else sign) < 0 else "maximize"
-        study = optuna.create_study(direction=direction, sampler=sampler,
-                                    pruner=make_pruner(self.hposdk_pruner, self.hposdk_pruner_options))
+        directions: list[Any] = self.hposdk_directions()
+        with_pruner = pruning or not self.hposdk_prunes_apart()
+        if pruning:
+            mode = self.hposdk_pruning.get("mode")
+            directions = [directions[0] if mode is None else ("minimize" if mode == "min" else "maximize")]
+        study = optuna.create_study(directions=directions, sampler=sampler,
+                                    pruner=make_pruner(self.hposdk_pruner if with_pruner else None,
+                                                       self.hposdk_pruner_options))
         dists = _optuna.to_optuna(self.hposdk_space)
         ts = optuna.trial.TrialState
         for h in self.hposdk_history:
             state = {"COMPLETE": ts.COMPLETE, "PRUNED": ts.PRUNED}.get(str(h.get("state")), ts.FAIL)
+            values = _history_values(h, pruning)
+            if state == ts.COMPLETE and (values is None or len(values) != len(directions)):
+                state = ts.FAIL  # e.g. a trial of the record without every objective
             study.add_trial(optuna.trial.create_trial(
                 params=_optuna.encode(self.hposdk_space, self.hposdk_space.validate_params(h["params"])),
                 distributions=dists,
-                value=h.get("value") if state == ts.COMPLETE else None,
+                values=values if state == ts.COMPLETE else None,
                 state=state,
-                intermediate_values={int(s): float(v) for s, v in h.get("reports", ())},
+                intermediate_values=({int(s): float(v) for s, v in h.get("reports", ())} if with_pruner else {}),
             ))
         return study
 
     def hposdk_shadow_trial(self, params: Mapping[str, Any]) -> Any:
-        """An Optuna trial of the pruner's shadow study for a grid/random point (None without a pruner)."""
+        """An Optuna trial of the pruner's shadow study for ``params`` (None without a pruner)."""
         if self.hposdk_pruner is None:
             return None
         import optuna
 
         from .. import _optuna
 
-        if self._hposdk_mirror is None:
-            self._hposdk_mirror = self.hposdk_study(optuna.samplers.RandomSampler(seed=self.hposdk_seed))
-        self._hposdk_mirror.enqueue_trial(_optuna.encode(self.hposdk_space, dict(params)))
-        return self._hposdk_mirror.ask(_optuna.to_optuna(self.hposdk_space))
+        with self._hposdk_lock_shadow:  # enqueue + ask must pair up
+            if self._hposdk_mirror is None or self._hposdk_mirror is False:
+                self._hposdk_mirror = self.hposdk_study(optuna.samplers.RandomSampler(seed=self.hposdk_seed),
+                                                        pruning=True)
+            self._hposdk_mirror.enqueue_trial(_optuna.encode(self.hposdk_space, dict(params)))
+            return self._hposdk_mirror.ask(_optuna.to_optuna(self.hposdk_space))
+
+    def hposdk_prune_scalar(self) -> Any:
+        """The ClearML objective of the scalar the pruner watches (``hposdk_pruning`` title/series).
+
+        One of the optimizer's own objectives when it is one (the first by default), else a ClearML
+        ``Objective`` of its own.
+        """
+        if self._hposdk_prune_scalar is None:
+            metric = self._objective_metric  # type: ignore[attr-defined]
+            objectives = list(getattr(metric, "objectives", None) or [metric])
+            found = objectives[0]
+            title, series = self.hposdk_pruning.get("title"), self.hposdk_pruning.get("series")
+            if title is not None:
+                same = [o for o in objectives if (getattr(o, "title", None), getattr(o, "series", None))
+                        == (title, series)]
+                if same:
+                    found = same[0]
+                else:
+                    from clearml.automation.optimization import Objective
+
+                    found = Objective(title=str(title), series=str(series),
+                                      order=self.hposdk_pruning.get("mode") or "min")
+            self._hposdk_prune_scalar = found
+        return self._hposdk_prune_scalar
 
     def monitor_job(self, job: Any) -> bool:
-        """ClearML's hook, called every poll: report the job's objective to the pruner, abort if pruned."""
+        """ClearML's hook, called every poll: report the pruning scalar to the pruner, abort if pruned."""
         if self.hposdk_pruner is None or self._hposdk_mirror is False:
             return bool(super().monitor_job(job))  # type: ignore[misc]
         import optuna
 
         tid = str(job.task_id())
-        entry = self._hposdk_watch.get(tid)
+        with self._hposdk_lock_shadow:
+            entry = self._hposdk_watch.get(tid)
         if entry is None:
             override = self._created_jobs_ids.get(tid, (None, None))[1]  # type: ignore[attr-defined]
             if override is None:
                 return bool(super().monitor_job(job))  # type: ignore[misc]
-            entry = self._hposdk_watch[tid] = [self.hposdk_shadow_trial(self.hposdk_decode(override)), -1]
+            entry = [self.hposdk_shadow_trial(self.hposdk_decode(override)), -1]
+            with self._hposdk_lock_shadow:
+                self._hposdk_watch[tid] = entry
         otrial = entry[0]
         if otrial is None:  # told already
             return bool(super().monitor_job(job))  # type: ignore[misc]
-        raw = self._objective_metric.get_current_raw_objective(job)  # type: ignore[attr-defined]
-        point = raw[0] if isinstance(raw, list) and raw else raw
+        scalar = self.hposdk_prune_scalar()
+        point = _first(scalar.get_current_raw_objective(job))
         if point is not None and point[0] is not None and point[1] is not None and int(point[0]) > entry[1]:
             entry[1] = int(point[0])
             otrial.report(float(point[1]), int(point[0]))
-            if otrial.should_prune():
+            floor = getattr(self, "min_iteration_per_job", None)
+            if otrial.should_prune() and (not floor or int(point[0]) >= floor):
                 job.abort()
                 self._hposdk_mirror.tell(otrial, state=optuna.trial.TrialState.PRUNED)
                 entry[0] = None
+                self._hposdk_on_pruned(job)
                 return False
         alive = bool(super().monitor_job(job))  # type: ignore[misc]
         if not alive:
-            value = self._objective_metric.get_objective(job)  # type: ignore[attr-defined]
-            value = value[0] if isinstance(value, list) and value else value
+            value = _first(scalar.get_objective(job))
             if value is None:
                 self._hposdk_mirror.tell(otrial, state=optuna.trial.TrialState.FAIL)
             else:
                 self._hposdk_mirror.tell(otrial, float(value))
             entry[0] = None
         return alive
+
+    def _hposdk_on_pruned(self, job: Any) -> None:
+        """The shadow pruner stopped ``job`` (TPE then marks its Optuna trial pruned)."""
 
     def create_job(self) -> Any:
         """ClearML's hook (``process_step``): a job for :meth:`hposdk_next`, or None when done."""
@@ -286,3 +362,17 @@ class HposdkRandomSearch(HposdkStrategy, RandomSearch):  # type: ignore[misc]
                 if self.hposdk_claim(params):
                     return params
         return None
+
+
+def _first(value: Any) -> Any:
+    # ClearML's MultiObjective answers with a list (one entry per objective), Objective with one value.
+    return value[0] if isinstance(value, list) and value else (None if isinstance(value, list) else value)
+
+
+def _history_values(entry: Mapping[str, Any], pruning: bool) -> list[float] | None:
+    if pruning:
+        value = entry.get("prune_value", entry.get("value"))
+        return None if value is None else [float(value)]
+    # An entry written before several objectives has only "value".
+    values = entry["values"] if "values" in entry else (None if entry.get("value") is None else [entry["value"]])
+    return None if values is None else [float(v) for v in values]
