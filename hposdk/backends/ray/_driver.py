@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -451,6 +453,16 @@ class RecordCallback(Callback):  # type: ignore[misc]
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
 
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
+        # ray.init replaced the Study's SIGTERM handler (Ray's exits with sys.exit, and the core
+        # worker's C++ handler aborts the driver). A batch scheduler's SIGTERM must stop the study
+        # as cleanly as Ctrl-C: KeyboardInterrupt, the record notes it, running trials are re-run.
+        # Tune calls setup in the thread that runs fit, after ray.init; the Study restores its
+        # previous handler when optimize returns.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
         self.coordinator.on_result(trial.trial_id, result)
@@ -463,6 +475,10 @@ class RecordCallback(Callback):  # type: ignore[misc]
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.coordinator.recover(trial)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def trial_name(trial: Any) -> str:
