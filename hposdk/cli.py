@@ -1,6 +1,7 @@
 """The ``hposdk`` command line: run a study from YAML, show or plot a study, list backends.
 
-Errors a user can cause print one clear message (exit code 2), never a traceback.
+Errors a user can cause print one clear message (exit code 2), never a traceback; a study that ran
+but completed no trial exits with code 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from .exceptions import HposdkError
 
+EXIT_NO_COMPLETED = 1  # the study ran, but no trial completed: a batch job must not report success
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -49,6 +51,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"Study {study.name!r}: backend={study.config.backend}, optimizer={study.config.optimizer}, "
           f"n_trials={study.n_trials}, max_concurrent={study.config.max_concurrent}, record={study.record_path}",
           file=sys.stderr)
+    if study.optimizer_choice is not None:
+        print(f"optimizer=auto chose {study.optimizer_choice.describe()}", file=sys.stderr)
     try:
         result = study.optimize()
     except KeyboardInterrupt:
@@ -62,6 +66,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _export(result, args.output)
     if args.plot:
         print(f"wrote {result.plot_history(args.plot)}", file=sys.stderr)
+    if result.trials and not result.completed:
+        print(f"hposdk: error: no trial of study {result.name!r} completed ({result.summary_line()}); "
+              "see the errors above, or `hposdk show` the study", file=sys.stderr)
+        return EXIT_NO_COMPLETED
     return 0
 
 

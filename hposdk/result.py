@@ -189,10 +189,10 @@ class StudyResult(BaseModel):
         done = self._contenders()
         if not done:
             infeasible = [t for t in self.completed if not t.feasible]
-            why = f" ({len(infeasible)} completed but violate a constraint)" if infeasible else ""
+            why = f"; {len(infeasible)} completed but violate a constraint" if infeasible else ""
             raise NoCompletedTrialsError(
-                f"study {self.name!r} has no completed feasible trial ({self.summary_line()}){why}. "
-                + self._failure_hint()
+                f"study {self.name!r} has no completed trial{' that satisfies its constraints' if why else ''} "
+                f"({self.summary_line()}{why}). " + self._failure_hint()
             )
         scored: list[tuple[TrialResult, float]] = []
         for t in done:

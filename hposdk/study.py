@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 import random
 import re
@@ -13,15 +14,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     model_validator,
 )
@@ -34,7 +32,7 @@ from .backends._registry import get_backend
 from .exceptions import BindingError, ConfigError, ObjectiveError, SpaceError, StudyRecordError, UnsupportedError
 from .result import StudyResult
 from .spaces import SearchSpace
-from .spaces._errors import format_validation_error
+from .spaces._errors import format_validation_error, skip_init_in_validation
 from .trial import Trial
 
 __all__ = ["Study", "StudyConfig", "load_study"]
@@ -42,6 +40,14 @@ __all__ = ["Study", "StudyConfig", "load_study"]
 DEFAULT_STORAGE = "hposdk-studies"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+# Strict: a YAML `yes` (True) or a quoted "3" is not a count; pydantic's lax mode would read 1 and 3.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+#: numpy's RandomState range, which Optuna's and Ray's samplers seed with.
+Seed = Annotated[int, Field(ge=0, lt=2**32, strict=True)]
+#: Finite: an infinite timeout is no timeout (leave it unset).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 
 
 class StudyConfig(BaseModel):
@@ -76,7 +82,7 @@ class StudyConfig(BaseModel):
     pruner_options: dict[str, Any] = Field(default_factory=dict)
     n_trials: PositiveInt | None = None
     max_concurrent: PositiveInt = 1
-    seed: int | None = None
+    seed: Seed | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)
     trial_timeout: PositiveFloat | None = None
     retries: NonNegativeInt = 0
@@ -127,38 +133,103 @@ class StudyConfig(BaseModel):
         return Goals(objectives=objectives, composites=dict(self.composites), constraints=constraints,
                      pruning_metric=pruning)
 
+    # Invalid data is refused with a ConfigError naming each field, never pydantic's own error.
+    @skip_init_in_validation
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError("invalid study configuration\n" + format_validation_error(exc)) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> StudyConfig:
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError("invalid study configuration\n" + format_validation_error(exc)) from None
+
     @classmethod
     def from_yaml(cls, source: str | Path) -> StudyConfig:
         """Read a study YAML file; errors name the line and the field."""
-        from ._yaml import line_lookup, load_yaml
+        from ._yaml import line_lookup, load_yaml, source_name
 
         data, lines = load_yaml(source)
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: a study file must be a mapping of keys (name, objective, space, ...)")
+            raise ConfigError(
+                f"{source_name(source)}: a study file must be a mapping of keys (name, objective, space, ...)"
+            )
         try:
-            return cls.model_validate(data)
+            return super().model_validate(data)
         except ValidationError as exc:
             raise ConfigError(
-                f"{source}: invalid study file\n" + format_validation_error(exc, line_of=line_lookup(lines))
+                f"{source_name(source)}: invalid study file\n"
+                + format_validation_error(exc, line_of=line_lookup(lines))
             ) from None
 
 
 def resolve_objective(ref: str) -> Callable[[Trial], Any]:
-    """Import ``'package.module:function'`` (only that module is imported; nothing is evaluated)."""
-    if not _REF.match(ref):
-        raise ConfigError(f"objective: {ref!r} is not an import path; write it as 'package.module:function'")
+    """Import ``'package.module:function'`` (only that module is imported; nothing is evaluated).
+
+    Every part must be a plain identifier. Dunder names (``__import__``, ``__main__``,
+    ``f.__globals__``), built-in functions (``os:system``, ``builtins:eval``) and classes are refused:
+    none of them is an objective, and they are how a reference would reach code other than the
+    function it names.
+    """
+    hint = "write it as 'package.module:function'"
+    if not isinstance(ref, str) or not _REF.match(ref):
+        raise ConfigError(f"objective: {ref!r} is not an import path; {hint}")
     module_name, _, attr = ref.partition(":")
+    parts = [*module_name.split("."), *attr.split(".")]
+    if not all(p.isidentifier() for p in parts):
+        raise ConfigError(f"objective: {ref!r} is not an import path (an empty part between dots); {hint}")
+    dunder = [p for p in parts if p.startswith("__") and p.endswith("__")]
+    if dunder:
+        raise ConfigError(
+            f"objective: {ref!r} names {dunder[0]!r}; special (dunder) names are not objectives. "
+            f"Fix: name a module-level function, {hint}"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"objective: cannot import module {module_name!r} ({exc})") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed on import
+        raise ConfigError(
+            f"objective: importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"objective: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ConfigError(f"objective: {ref!r} is not callable")
+    if inspect.isbuiltin(obj) or isinstance(obj, type):
+        kind = "a class" if isinstance(obj, type) else "a built-in function"
+        raise ConfigError(f"objective: {ref!r} is {kind}, not an objective; name a function of a trial ({hint})")
+    try:
+        signature: inspect.Signature | None = inspect.signature(obj)
+    except (TypeError, ValueError):  # no signature to check (some C callables)
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(None)
+        except TypeError:
+            raise ConfigError(
+                f"objective: {ref!r} has the signature {signature}, but an objective is called with one "
+                "argument, the trial. Fix: def objective(trial): ..."
+            ) from None
     return obj  # type: ignore[no-any-return]
+
+
+def _given(value: Any, default: Any) -> Any:
+    # None means "not given"; anything else goes to the StudyConfig model as it is, so a wrong type
+    # (fixed=5) is refused there with the field's name rather than by a dict() call here.
+    if value is None:
+        return default
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 def _objective_ref(fn: Callable[..., Any]) -> str | None:
@@ -249,7 +320,8 @@ class Study:
             satisfied); infeasible trials are recorded but never best.
         pruning_metric: the metric pruners watch (required with a pruner and several objectives).
         backend: where trials run: ``'local'`` (default), ``'ray'``, ``'clearml'``...
-        optimizer: ``'grid'``, ``'random'``, ``'tpe'``... (what the backend offers).
+        optimizer: ``'grid'``, ``'random'``, ``'tpe'``... (what the backend offers); ``'auto'`` picks one
+            from the space, ``n_trials`` and ``budget`` (``hposdk/_auto.py``; kept in the record).
         n_trials: how many trials to finish (defaults to the grid size for grid search).
         max_concurrent: trials run at the same time.
         seed: makes grid/random proposals and seeded samplers reproducible (chosen and recorded
@@ -315,27 +387,27 @@ class Study:
                 space=space,
                 metric=metric,
                 mode=mode,
-                objectives=dict(objectives) if objectives is not None else None,
-                composites=dict(composites or {}),
-                constraints=list(constraints or []),
+                objectives=objectives,
+                composites=_given(composites, {}),
+                constraints=_given(constraints, []),
                 pruning_metric=pruning_metric,
                 backend=backend,
                 optimizer=optimizer,
-                optimizer_options=dict(optimizer_options or {}),
+                optimizer_options=_given(optimizer_options, {}),
                 pruner=pruner,
-                pruner_options=dict(pruner_options or {}),
+                pruner_options=_given(pruner_options, {}),
                 n_trials=n_trials,
                 max_concurrent=max_concurrent,
                 seed=seed,
-                fixed=dict(fixed or {}),
+                fixed=_given(fixed, {}),
                 trial_timeout=trial_timeout,
                 retries=retries,
                 budget=budget,
-                backend_options=dict(backend_options or {}),
+                backend_options=_given(backend_options, {}),
                 storage=str(storage) if storage is not None else None,
             )
-        except ValidationError as exc:
-            raise ConfigError("Study: invalid arguments\n" + format_validation_error(exc)) from None
+        except ConfigError as exc:
+            raise ConfigError(f"Study: invalid arguments: {exc}") from None
         self._init(cfg, objective if callable(objective) else None, resume, progress)
 
     @classmethod
@@ -344,6 +416,10 @@ class Study:
         progress: bool | str = "auto",
     ) -> Study:
         """Build a study from a :class:`StudyConfig` (the objective may be given as a callable)."""
+        if isinstance(config, Mapping):
+            config = StudyConfig.model_validate(config)
+        elif not isinstance(config, StudyConfig):
+            raise ConfigError(f"Study.from_config: expected a StudyConfig or a mapping, got {type(config).__name__}")
         self = cls.__new__(cls)
         self._init(config, objective, resume, progress)
         return self
@@ -355,8 +431,8 @@ class Study:
         if overrides:
             try:
                 cfg = StudyConfig.model_validate({**cfg.model_dump(), **overrides})
-            except ValidationError as exc:
-                raise ConfigError("invalid override\n" + format_validation_error(exc)) from None
+            except ConfigError as exc:
+                raise ConfigError(f"invalid override: {exc}") from None
         return cls.from_config(cfg, progress=progress)
 
     # --- validation (everything before any compute) -------------------------------------------
@@ -396,6 +472,13 @@ class Study:
                     close = _suggest(name, list(metrics))
                     hint = f" Did you mean {close!r}?" if close else ""
                     raise ConfigError(f"{where}: the objective returns {list(metrics)}, not {name!r}.{hint}")
+        #: What optimizer="auto" resolved to (None otherwise); the record keeps it (header "optimizer_choice").
+        self.optimizer_choice: Any = None
+        if cfg.optimizer == "auto":
+            from ._auto import resolve_config
+
+            cfg, self.optimizer_choice = resolve_config(cfg, len(goals.objectives))
+            self.config = cfg
         n_trials = cfg.n_trials
         if cfg.optimizer == "grid":
             try:
@@ -496,6 +579,7 @@ class Study:
             "composites": {k: v.model_dump() for k, v in spec.goals.composites.items()},
             "constraints": [c.text for c in spec.goals.constraints],
             "pruning_metric": spec.pruning_metric,
+            **({"optimizer_choice": self.optimizer_choice.to_dict()} if self.optimizer_choice else {}),
         }
 
     def _check_compatible(self, previous: dict[str, Any]) -> None:
@@ -652,5 +736,6 @@ def _result_of(state: Any, where: str) -> StudyResult:
         space=SearchSpace.from_dict(h["space"]),
         trials=tuple(state.finished[n] for n in sorted(state.finished)),
         record_path=where,
-        info={"running_or_lost": sorted(state.unfinished)} if state.unfinished else {},
+        info={**({"running_or_lost": sorted(state.unfinished)} if state.unfinished else {}),
+              **({"optimizer_choice": h["optimizer_choice"]} if h.get("optimizer_choice") else {})},
     )

@@ -55,7 +55,7 @@ class Budget(BaseModel):
     every trial ``max_budget``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     min_budget: float
     max_budget: float
     eta: float = 3.0

@@ -15,8 +15,10 @@ Values coming back are snapped to the exact hposdk value (``0.30000000000000004`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from ..exceptions import UnsupportedError
 from ..spaces import Discrete, Integer, LogUniform, SearchSpace, Uniform
 
 __all__ = ["decode", "encode", "to_optuna"]
@@ -35,6 +37,12 @@ def to_optuna(space: SearchSpace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, p in space.items():
         if isinstance(p, Uniform):
+            if not math.isfinite(float(p.high) - float(p.low)):
+                # Optuna's samplers compute high - low (TPE raises OverflowError mid-study).
+                raise UnsupportedError(
+                    f"parameter {name!r}: Optuna cannot sample Uniform({p.low}, {p.high}): its width "
+                    f"overflows a float. Fix: narrow the range, or use LogUniform for ranges spanning magnitudes"
+                )
             out[name] = FloatDistribution(float(p.low), float(p.high),
                                           step=float(p.step) if p.step is not None else None)
         elif isinstance(p, LogUniform):

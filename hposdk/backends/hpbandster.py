@@ -347,6 +347,12 @@ def check(spec: StudySpec) -> None:
             f"optimizer={name!r} gives each trial a budget (e.g. epochs) and needs the budget range: pass "
             "budget={'min_budget': 1, 'max_budget': 27, 'eta': 3} and read trial.budget in the objective"
         )
+    b = spec.budget
+    if not all(math.isfinite(v) for v in (b.min_budget, b.max_budget, b.eta)):
+        raise ConfigError(
+            f"budget: optimizer={name!r} needs finite budgets (it counts the rungs of successive halving "
+            f"from them), but got min_budget={b.min_budget}, max_budget={b.max_budget}, eta={b.eta}"
+        )
     if spec.pruner is not None or spec.pruner_options:
         raise ConfigError(
             f"optimizer={name!r} stops bad configurations itself (successive halving over budgets), so "
@@ -621,6 +627,52 @@ def _worker_main(payload: bytes, metric: str, run_id: str, port: int, index: int
     worker.run(background=False)
 
 
+def _dispatchers(run_id: str) -> list[tuple[Any, threading.Thread]]:
+    """The running hpbandster dispatchers of ``run_id``, with their main threads."""
+    out = []
+    for t in threading.enumerate():
+        target = getattr(t, "_target", None)
+        d = getattr(target, "__self__", None)
+        if getattr(target, "__name__", "") == "run" and getattr(d, "run_id", None) == run_id \
+                and type(d).__name__ == "Dispatcher":
+            out.append((d, t))
+    return out
+
+
+def _helper_threads(d: Any, main: threading.Thread) -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t is not main and getattr(getattr(t, "_target", None), "__self__", None) is d]
+
+
+def _stop_dispatcher(d: Any, main: threading.Thread, helpers: list[threading.Thread]) -> None:
+    """Stop an hpbandster dispatcher: its Pyro daemon, its main thread and its helper threads."""
+    deadline = time.monotonic() + 5
+    while getattr(d, "pyro_daemon", None) is None and main.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for w in list(d.worker_pool.values()):
+        with contextlib.suppress(Exception):
+            w.proxy._pyroRelease()
+    if getattr(d, "pyro_daemon", None) is not None:
+        if d.thread_lock.acquire(timeout=10):
+            d.thread_lock.release()
+            d.shutdown(shutdown_workers=False)
+        else:  # wedged; its threads are daemons (see _make_optimizer), so exit is not blocked
+            warnings.warn("hposdk: hpbandster's dispatcher is deadlocked; its threads are left behind",
+                          RuntimeWarning, stacklevel=2)
+            d.pyro_daemon.shutdown()
+    main.join(timeout=10)
+    # If the dispatcher thread died early, its helper threads still wait on their conditions.
+    if d.thread_lock.acquire(timeout=5):
+        try:
+            d.shutdown_all_threads = True
+            d.runner_cond.notify_all()
+            d.discover_cond.notify_all()
+        finally:
+            d.thread_lock.release()
+    for t in helpers:
+        t.join(timeout=5)
+
+
 class _Runner:
     """One hpbandster run driven from this thread (see the module docstring)."""
 
@@ -703,6 +755,10 @@ class _Runner:
         builder.start()
         builder.join()
         if errors:
+            # The Master starts its dispatcher (threads, a Pyro daemon listening on a port) before the
+            # rest of its __init__ runs; an error there (e.g. BOHB's rung count) must not leave it running.
+            for d, thread in _dispatchers(self.run_id):
+                _quietly(functools.partial(_stop_dispatcher, d, thread, _helper_threads(d, thread)), "dispatcher")
             raise errors[0]
         opt = built[0]
         d = opt.dispatcher
@@ -813,33 +869,7 @@ class _Runner:
 
     def _stop_dispatcher(self) -> None:
         opt = self.optimizer
-        d = opt.dispatcher
-        deadline = time.monotonic() + 5
-        while getattr(d, "pyro_daemon", None) is None and opt.dispatcher_thread.is_alive() and \
-                time.monotonic() < deadline:
-            time.sleep(0.01)
-        for w in list(d.worker_pool.values()):
-            with contextlib.suppress(Exception):
-                w.proxy._pyroRelease()
-        if getattr(d, "pyro_daemon", None) is not None:
-            if d.thread_lock.acquire(timeout=10):
-                d.thread_lock.release()
-                d.shutdown(shutdown_workers=False)
-            else:  # wedged; its threads are daemons (see _make_optimizer), so exit is not blocked
-                warnings.warn("hposdk: hpbandster's dispatcher is deadlocked; its threads are left behind",
-                              RuntimeWarning, stacklevel=2)
-                d.pyro_daemon.shutdown()
-        opt.dispatcher_thread.join(timeout=10)
-        # If the dispatcher thread died early, its helper threads still wait on their conditions.
-        if d.thread_lock.acquire(timeout=5):
-            try:
-                d.shutdown_all_threads = True
-                d.runner_cond.notify_all()
-                d.discover_cond.notify_all()
-            finally:
-                d.thread_lock.release()
-        for t in self.dispatcher_threads:
-            t.join(timeout=5)
+        _stop_dispatcher(opt.dispatcher, opt.dispatcher_thread, self.dispatcher_threads)
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[None]:

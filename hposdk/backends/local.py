@@ -51,6 +51,13 @@ SAMPLERS = {
     "gp": "GPSampler",
     "nsga2": "NSGAIISampler",
 }
+#: The Optuna constraint that marks a failed trial (told as the worst value seen, infeasible), and
+#: the samplers told so. GP is left out: it models every constraint and needs the same constraints
+#: on every trial, so a constraint that appears with the first failure would break it.
+FAILED_KEY = "hposdk:failed"
+FAILURE_AWARE = ("tpe", "nsga2")
+#: How long a worker may take to start (spawn, import the objective) on top of trial_timeout.
+WORKER_START_GRACE_S = 120.0
 #: Multi-fidelity optimizers run by hpbandster (``hposdk/backends/hpbandster.py``, imported on first use).
 HPBANDSTER_OPTIMIZERS = ("bohb", "hyperband")
 
@@ -117,6 +124,8 @@ class LocalBackend(Backend):
                           getattr(optuna.pruners, PRUNERS[spec.pruner]), set())
         elif spec.pruner_options:
             raise ConfigError(f"pruner_options given without a pruner: {dict(spec.pruner_options)}")
+        if spec.optimizer in SAMPLERS or spec.pruner is not None:
+            _dry_run(spec)
         if _uses_processes(spec):
             try:
                 pickle.dumps(spec.objective)
@@ -200,11 +209,15 @@ class _Engine:
         # Named after the study: Optuna's HyperbandPruner assigns brackets by hashing the name and trial
         # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
         self.study = (
+            # No pruner means no pruning: Optuna's own default (pruner=None) is a MedianPruner.
             optuna.create_study(study_name=spec.name, directions=directions, sampler=sampler,
-                                pruner=make_pruner() if spec.pruner is not None and not shadow else None)
+                                pruner=make_pruner() if spec.pruner is not None and not shadow
+                                else optuna.pruners.NopPruner())
             if self.mirror else None
         )
         self.prune_study = None
+        self._worst: list[float] | None = None  # per objective, the worst value completed so far
+        self._failures_told = False
         if shadow:
             pdir: Any = "minimize" if self.goals.pruning_mode == "min" else "maximize"
             self.prune_study = optuna.create_study(
@@ -215,6 +228,13 @@ class _Engine:
     def take(self, params: dict[str, Any]) -> None:
         """Never propose ``params`` again (a finished or re-run trial has them)."""
         self.grid.take(params)
+
+    def _track_worst(self, values: list[float]) -> None:
+        modes = list(self.goals.objectives.values())
+        if self._worst is None:
+            self._worst = list(values)
+        else:
+            self._worst = [max(w, v) if m == "min" else min(w, v) for w, v, m in zip(self._worst, values, modes)]
 
     def restore(self, finished: Any) -> None:
         """Replay finished trials so the sampler and pruner know them (resume)."""
@@ -227,17 +247,26 @@ class _Engine:
             values = self.goals.values(t.metrics) if state == ts.COMPLETE else None
             if state == ts.COMPLETE and values is None:
                 state = ts.FAIL
+            failed_as: dict[str, float] = {}
+            if state == ts.COMPLETE and values is not None:
+                self._track_worst(values)
+            elif state == ts.FAIL and self._worst is not None and self.spec.optimizer in FAILURE_AWARE:
+                # As in tell(): a failure is the worst value seen so far, and infeasible.
+                state, values, failed_as = ts.COMPLETE, list(self._worst), {FAILED_KEY: 1.0}
+                self._failures_told = True
             params = _optuna.encode(self.spec.space, t.params)
             # Samplers (TPE, NSGA-II, GP) read feasibility from the trials' constraints (Optuna 5).
             constraints = ({str(i): _finite(v) for i, v in enumerate(t.constraint_violations)}
-                           if t.constraint_violations and state == ts.COMPLETE else None)
+                           if t.constraint_violations and state == ts.COMPLETE else {})
+            if self._failures_told and state in (ts.COMPLETE, ts.PRUNED):
+                constraints = {**constraints, FAILED_KEY: 0.0, **failed_as}
             inter = {r.step + self.step_offset: r.metrics[self.prune_metric] for r in t.reports
                      if self.prune_metric in r.metrics}
             self.study.add_trial(
                 self.optuna.trial.create_trial(
                     params=params, distributions=self.dists, values=values, state=state,
                     intermediate_values={} if self.prune_study is not None else inter,
-                    constraints=constraints,
+                    constraints=constraints or None,
                 )
             )
             if self.prune_study is not None:
@@ -300,11 +329,22 @@ class _Engine:
                 main.set_constraint(str(i), _finite(v))
         values = self.goals.values(outcome.metrics) if outcome.state is TrialState.COMPLETE else None
         if outcome.state is TrialState.COMPLETE and values is not None:
+            self._track_worst(values)
+            if self._failures_told:
+                main.set_constraint(FAILED_KEY, 0.0)
             _optuna.tell(self.study, main, values)
         elif outcome.state is TrialState.PRUNED:
+            if self._failures_told:
+                main.set_constraint(FAILED_KEY, 0.0)
             _optuna.tell(self.study, main, state=ts.PRUNED)
+        elif self._worst is not None and self.spec.optimizer in FAILURE_AWARE:
+            # Optuna's samplers ignore FAIL trials, so a region that always fails looks unexplored
+            # and TPE keeps going back to it. Told as the worst value seen and infeasible, the
+            # failure counts among the bad trials and the sampler moves away from it.
+            self._failures_told = True
+            main.set_constraint(FAILED_KEY, 1.0)
+            _optuna.tell(self.study, main, list(self._worst))
         else:
-            # A failed trial is told as FAIL so samplers do not keep proposing it as if unknown.
             _optuna.tell(self.study, main, state=ts.FAIL)
         if shadow is not None:
             pvalue = outcome.metrics.get(self.prune_metric)
@@ -313,6 +353,25 @@ class _Engine:
             else:
                 state = ts.PRUNED if outcome.state is TrialState.PRUNED else ts.FAIL
                 _optuna.tell(self.prune_study, shadow, state=state)  # type: ignore[union-attr]
+
+
+def _dry_run(spec: StudySpec) -> None:
+    """Build the engine and ask it once, so that bad option *values* fail now, as a ConfigError,
+    instead of in the middle of the study (Optuna checks some at construction, some when used)."""
+    import optuna
+
+    try:
+        engine = _Engine(spec)
+        if engine.study is not None and spec.optimizer in SAMPLERS:
+            otrial = engine.study.ask(engine.dists)
+            engine.study.tell(otrial, state=optuna.trial.TrialState.FAIL)
+    except (TypeError, ValueError) as exc:
+        given = {"optimizer_options": dict(spec.optimizer_options), "pruner_options": dict(spec.pruner_options)}
+        given = {k: v for k, v in given.items() if v}
+        raise ConfigError(
+            f"optimizer {spec.optimizer!r}" + (f" with pruner {spec.pruner!r}" if spec.pruner else "")
+            + f": Optuna refuses the options {given or '(defaults)'}: {exc}"
+        ) from None
 
 
 def _finite(v: float) -> float:
@@ -388,7 +447,9 @@ class _Driver:
         task.otrial, task.params = self.engine.ask(task.params)
         task.started_at = time.time()
         if self.spec.trial_timeout is not None:
-            task.deadline = time.monotonic() + self.spec.trial_timeout
+            # Until the worker says the objective started, the clock also allows for a fresh
+            # worker's start-up (spawn, importing the objective's module); see _drain.
+            task.deadline = time.monotonic() + self.spec.trial_timeout + WORKER_START_GRACE_S
         s.start(task.number, task.params, task.budget, task.attempt)
         return task
 
@@ -491,7 +552,10 @@ class _Driver:
                 w.proc.join(timeout=5)
                 return False
             kind = msg[0]
-            if kind == "report":
+            if kind == "started":
+                if self.spec.trial_timeout is not None:
+                    task.deadline = time.monotonic() + self.spec.trial_timeout  # the objective's own time
+            elif kind == "report":
                 rep = msg[1]
                 decision = self.on_report(task, rep)
                 try:
@@ -589,5 +653,6 @@ def _worker_main(conn: Connection, payload: bytes, metric: Goals) -> None:
             return
         number, params, budget, workdir, study_name = msg
         trial = _WorkerTrial(conn, number, params, budget, workdir, study_name)
+        conn.send(("started",))  # trial_timeout counts from here
         outcome = run_objective(objective, trial, metric)
         conn.send(("done", outcome))

@@ -22,7 +22,8 @@ import math
 import random
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, Union
+from fractions import Fraction
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -33,10 +34,15 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from ..exceptions import SpaceError
+from ._errors import as_space_error, short_repr, skip_init_in_validation
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Discrete", "Integer", "LogUniform", "Parameter", "Uniform", "Value"]
 
@@ -47,6 +53,10 @@ Value = Union[None, StrictBool, StrictInt, StrictFloat, StrictStr]
 _REL_TOL = 1e-9
 # Grids larger than this are treated as "continuous" for enumeration purposes.
 MAX_GRID = 10_000_000
+# Discrete int choices must fit in an int64 (numpy, databases, JSON readers in other languages).
+_MAX_INT64 = 2**63 - 1
+# An int-valued LogUniform grid is checked point by point; more points than this is refused.
+_MAX_INT_LOG_GRID = 100_000
 
 
 def _dec(x: float | int) -> Decimal:
@@ -64,6 +74,12 @@ def _log(x: float, base: float) -> float:
     return math.log(x) / math.log(base)
 
 
+def _frac(x: float | int) -> Fraction:
+    # Exact rational arithmetic on the decimal values users wrote: divisibility and step counts
+    # must not depend on Decimal's 28-digit context (0..1 in steps of 3e-30 is not a grid ending at 1).
+    return Fraction(_dec(x))
+
+
 def _is_whole(x: float) -> bool:
     return abs(x - round(x)) <= _REL_TOL * max(1.0, abs(x))
 
@@ -78,6 +94,7 @@ class _Param(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: ClassVar[str]
 
+    @skip_init_in_validation
     def __init__(self, **kwargs: Any) -> None:
         # Subclasses declare the positional form users write (``Uniform(0.01, 0.1, step=0.01)``);
         # here pydantic's ValidationError becomes a SpaceError naming the rule and the fix.
@@ -88,6 +105,22 @@ class _Param(BaseModel):
 
             details = flatten(exc)
             raise SpaceError(format_details(details, prefix=type(self).__name__), details) from None
+
+    # Validating plain data (a YAML/JSON mapping) refuses with a SpaceError too, never pydantic's error.
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with as_space_error(cls.__name__):
+            return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        with as_space_error(cls.__name__):
+            return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        with as_space_error(cls.__name__):
+            return super().model_validate_strings(obj, **kwargs)
 
     # --- the interface every parameter implements -------------------------------------------
     @property
@@ -130,9 +163,13 @@ class _Param(BaseModel):
 
 def _check_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"`{name}` must be a number, but got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, but got {value!r}")
+        raise ValueError(f"`{name}` must be a number, but got {short_repr(value)}")
+    try:
+        finite = math.isfinite(value)  # an int beyond the float range raises OverflowError here
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise ValueError(f"`{name}` must be finite (within the float range), but got {short_repr(value)}")
 
 
 class _Range(_Param):
@@ -165,6 +202,7 @@ class Uniform(_Range):
     step: StrictFloat | StrictInt | None = None
     kind: ClassVar[str] = "uniform"
 
+    @skip_init_in_validation
     def __init__(self, low: float, high: float, step: float | None = None, **data: Any) -> None:
         _Param.__init__(self, low=low, high=high, step=step, **data)
 
@@ -174,6 +212,13 @@ class Uniform(_Range):
         if self.step is not None:
             _check_number("step", self.step)
             _check_step(self.low, self.high, self.step)
+            resolution = 64 * math.ulp(max(abs(float(self.low)), abs(float(self.high))))
+            if float(self.step) < resolution:
+                raise ValueError(
+                    f"`step` must be coarser than the float resolution at these bounds ({resolution:g}), but "
+                    f"got step={self.step!r} for [{self.low!r}, {self.high!r}]: the grid values would not be "
+                    "distinct floats. Fix: use a larger step, or shift the range towards 0."
+                )
         return self
 
     @property
@@ -181,7 +226,7 @@ class Uniform(_Range):
         """Number of steps between low and high (None without a step)."""
         if self.step is None:
             return None
-        return int((_dec(self.high) - _dec(self.low)) / _dec(self.step))
+        return int((_frac(self.high) - _frac(self.low)) / _frac(self.step))
 
     @property
     def cardinality(self) -> int | None:
@@ -204,7 +249,12 @@ class Uniform(_Range):
 
     def sample(self, rng: random.Random) -> float:
         if self.n_steps is None:
-            return rng.uniform(float(self.low), float(self.high))
+            lo, hi = float(self.low), float(self.high)
+            if math.isfinite(hi - lo):
+                return rng.uniform(lo, hi)
+            # The width overflows a float (-1e308..1e308): lo + (hi - lo)*u would be inf.
+            u = rng.random()
+            return min(max(lo * (1 - u) + hi * u, lo), hi)
         return self.value_at(rng.randint(0, self.n_steps))
 
     def canonicalize(self, value: Any) -> float:
@@ -217,24 +267,30 @@ class Uniform(_Range):
             raise ValueError(f"{value!r} is outside [{lo!r}, {hi!r}]")
         if self.step is None:
             return min(max(v, lo), hi)
-        k = (v - lo) / float(self.step)
-        if not _is_whole(k):
+        step = float(self.step)
+        # Exact arithmetic: (v - lo) overflows for the widest ranges.
+        k = min(max(round((_frac(v) - _frac(lo)) / _frac(step)), 0), self.n_steps or 0)
+        exact = self.value_at(k)
+        # Off the grid by more than a tiny fraction of the distance from low (what engines' float
+        # arithmetic drifts by) or a few float spacings (far from 0, 1e8 + 0.1 is not exact).
+        tol = max(_REL_TOL * step * max(1, k), 8 * math.ulp(max(abs(v), abs(exact))))
+        if abs(v - exact) > tol:
             raise ValueError(f"{value!r} is not on the grid {lo!r} + k*{self.step!r}")
-        return self.value_at(round(k))
+        return exact
 
 
 def _check_step(low: float, high: float, step: float) -> None:
     if step <= 0:
         raise ValueError(f"`step > 0` must hold, but got step={step!r}")
-    span = _dec(high) - _dec(low)
-    if _dec(step) > span:
+    span = _frac(high) - _frac(low)
+    if _frac(step) > span:
         raise ValueError(
             f"`step <= high - low` must hold, but got step={step!r} for the range "
             f"[{low!r}, {high!r}]. Fix: use a smaller step."
         )
-    n = span / _dec(step)
-    if n != n.to_integral_value():
-        fitted = _dec(low) + int(n) * _dec(step)
+    n = span / _frac(step)
+    if n.denominator != 1:
+        fitted = _frac(low) + int(n) * _frac(step)
         raise ValueError(
             f"`step` must divide `high - low` so that `high` is on the grid, but "
             f"({high!r} - {low!r}) / {step!r} = {float(n):g} steps. "
@@ -262,6 +318,7 @@ class LogUniform(_Range):
     step: StrictFloat | StrictInt | None = None
     kind: ClassVar[str] = "loguniform"
 
+    @skip_init_in_validation
     def __init__(self, low: float, high: float, base: float = 10, step: float | None = None, **data: Any) -> None:
         _Param.__init__(self, low=low, high=high, base=base, step=step, **data)
 
@@ -280,6 +337,12 @@ class LogUniform(_Range):
             _check_number("step", self.step)
             if self.step <= 0:
                 raise ValueError(f"`step > 0` must hold, but got step={self.step!r}")
+            if self.step * math.log(self.base) < 1e-9:
+                # Grid values are kept to 12 significant digits (see _value): neighbours must differ.
+                raise ValueError(
+                    f"`step` (on the exponent) is too small: base**step = {float(self.base) ** self.step!r}, so "
+                    f"neighbouring grid values would be equal. Fix: use step >= {1e-9 / math.log(self.base):.3g}."
+                )
             span = self._exp(self.high) - self._exp(self.low)
             n = span / self.step
             if self.step > span * (1 + _REL_TOL):
@@ -295,6 +358,12 @@ class LogUniform(_Range):
                     f"{self.step!r} apart, e.g. high={self._value(self._exp(self.low) + math.floor(n) * self.step)!r}."
                 )
             if self.is_int:
+                if (self.n_steps or 0) > min(_MAX_INT_LOG_GRID, int(self.high) - int(self.low)):
+                    raise ValueError(
+                        f"integer bounds make the values ints, but {self.n_steps} exponent steps cannot all be "
+                        f"distinct ints in [{self.low!r}, {self.high!r}] (at most {_MAX_INT_LOG_GRID} points). "
+                        "Fix: use a larger step, or give the bounds as floats (e.g. 1.0) for float values."
+                    )
                 for k in range(self.n_steps + 1 if self.n_steps is not None else 0):
                     v = self._raw(k)
                     if not _is_whole(v):
@@ -391,12 +460,13 @@ class Integer(_Range):
     log: StrictBool = False
     kind: ClassVar[str] = "integer"
 
+    @skip_init_in_validation
     def __init__(self, low: int, high: int, step: int = 1, log: bool = False, **data: Any) -> None:
         _Param.__init__(self, low=low, high=high, step=step, log=log, **data)
 
     @model_validator(mode="after")
     def _check(self) -> Integer:
-        self._validate_bounds(self.low, self.high)
+        self._validate_bounds(self.low, self.high)  # within the float range (log=True samples in floats)
         if self.step <= 0:
             raise ValueError(f"`step > 0` must hold, but got step={self.step!r}")
         if self.step > self.high - self.low:
@@ -438,9 +508,12 @@ class Integer(_Range):
     def canonicalize(self, value: Any) -> int:
         value = _native(value)  # numpy.int64(3) is not an int subclass
         _check_number("value", value)
-        if not _is_whole(float(value)):
+        if isinstance(value, int):
+            v = value  # exact, whatever its size
+        elif not _is_whole(float(value)):
             raise ValueError(f"{value!r} is not an integer")
-        v = round(float(value))
+        else:
+            v = round(float(value))
         if not self.low <= v <= self.high:
             raise ValueError(f"{value!r} is outside [{self.low}, {self.high}]")
         if (v - self.low) % self.step:
@@ -467,8 +540,19 @@ class Discrete(_Param):
     choices: tuple[Value, ...]
     kind: ClassVar[str] = "discrete"
 
+    @skip_init_in_validation
     def __init__(self, choices: Sequence[Any], **data: Any) -> None:
         _Param.__init__(self, choices=choices, **data)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _ordered(cls, value: Any) -> Any:
+        if isinstance(value, (set, frozenset)):
+            raise ValueError(
+                f"`choices` must be a list: a set has no order, so the grid and the sampled indices would "
+                f"change from run to run (got {short_repr(value)}). Fix: list the values in the order you want."
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Discrete:
@@ -478,6 +562,8 @@ class Discrete(_Param):
         for c in self.choices:
             if isinstance(c, float) and not math.isfinite(c):
                 raise ValueError(f"choices must be finite, but got {c!r}")
+            if isinstance(c, int) and not isinstance(c, bool) and abs(c) > _MAX_INT64:
+                raise ValueError(f"int choices must fit in 64 bits, but got {short_repr(c)}")
             key = _choice_key(c)
             if key in seen:
                 raise ValueError(f"choices must be unique, but {c!r} appears twice. Fix: remove the duplicate.")
@@ -500,7 +586,7 @@ class Discrete(_Param):
         for i, c in enumerate(self.choices):
             if _choice_key(c) == key:
                 return i
-        raise ValueError(f"{value!r} is not one of the choices {list(self.choices)!r}")
+        raise ValueError(f"{short_repr(value)} is not one of the choices {short_repr(list(self.choices))}")
 
     @property
     def has_ambiguous_choices(self) -> bool:

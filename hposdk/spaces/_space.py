@@ -8,20 +8,37 @@ import random
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import ConfigDict, RootModel, ValidationError, field_validator
+from pydantic import AfterValidator, ConfigDict, RootModel, ValidationError, field_validator
 
-from ..exceptions import SpaceError
-from ._errors import flatten, format_details
+from ..exceptions import ConfigError, SpaceError
+from ._errors import as_space_error, flatten, format_details, short_repr, skip_init_in_validation
 from ._params import MAX_GRID, Parameter, _native
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["GridCursor", "SearchSpace", "point_key"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
-class SearchSpace(RootModel[dict[str, Parameter]]):
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"parameter name {name!r} is not allowed: use letters, digits, '_', '.' or '-', "
+            "starting with a letter or '_' (sections such as 'Args/' are added by backends)"
+        )
+    return name
+
+
+# Checked as a key (not after the whole mapping), so that one error lists bad names and bad
+# parameters together.
+_Name = Annotated[str, AfterValidator(_check_name)]
+
+
+class SearchSpace(RootModel[dict[_Name, Parameter]]):
     """An ordered mapping of parameter names to parameters.
 
     Examples:
@@ -35,7 +52,13 @@ class SearchSpace(RootModel[dict[str, Parameter]]):
 
     model_config = ConfigDict(frozen=True)
 
+    @skip_init_in_validation
     def __init__(self, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        if params is not None and not isinstance(params, Mapping):
+            raise SpaceError(
+                f"a search space must be a mapping of names to parameters, got {type(params).__name__}: "
+                f"{short_repr(params)}"
+            )
         data = dict(params or {})
         data.update(kwargs)
         try:
@@ -44,17 +67,27 @@ class SearchSpace(RootModel[dict[str, Parameter]]):
             details = flatten(exc)
             raise SpaceError(format_details(details, prefix="space"), details) from None
 
+    # Validating plain data (a YAML/JSON mapping) refuses with a SpaceError too, never pydantic's error.
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with as_space_error("space"):
+            return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        with as_space_error("space"):
+            return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        with as_space_error("space"):
+            return super().model_validate_strings(obj, **kwargs)
+
     @field_validator("root")
     @classmethod
     def _check_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
             raise ValueError("a search space needs at least one parameter")
-        for name in value:
-            if not _NAME.match(name):
-                raise ValueError(
-                    f"parameter name {name!r} is not allowed: use letters, digits, '_', '.' or '-', "
-                    "starting with a letter or '_' (sections such as 'Args/' are added by backends)"
-                )
         return value
 
     # --- mapping protocol ------------------------------------------------------------------
@@ -177,22 +210,31 @@ class SearchSpace(RootModel[dict[str, Parameter]]):
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSpace:
+    def from_json(cls, text: str | bytes) -> SearchSpace:
         """Parse :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise SpaceError(f"a search space's JSON text is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
 
     def to_yaml(self) -> str:
         """YAML text (safe dumper, key order kept)."""
         import yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        from .._yaml import dumper
+
+        return yaml.dump(self.to_dict(), Dumper=dumper(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> SearchSpace:
         """Parse YAML text, or read a ``.yaml``/``.yml`` file when given a path."""
         from .._yaml import load_yaml
 
-        data, _ = load_yaml(source)
+        try:
+            data, _ = load_yaml(source)
+        except ConfigError as exc:  # the YAML itself is unreadable: still a bad search space
+            raise SpaceError(str(exc)) from None
         return cls.from_dict(data)
 
     def __repr__(self) -> str:

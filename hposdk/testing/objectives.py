@@ -171,3 +171,78 @@ def biquadratic(trial: Trial) -> dict[str, float]:
             break
         time.sleep(float(trial.params.get("sleep", 0.0)))
     return {"f1": f1, "f2": f2}
+
+
+#: The faults :func:`faulty` injects, and what each one does.
+FAULTS = {
+    "raise": "raises RuntimeError",
+    "nan": "returns {'loss': nan}",
+    "inf": "returns {'loss': inf}",
+    "none": "returns None",
+    "string": "returns a str",
+    "memoryerror": "raises MemoryError",
+    "hang": "loops for an hour in Python (stopped by trial_timeout)",
+    "hang_in_c": "blocks in one C call (time.sleep) for ``hang_s`` seconds, default an hour",
+    "rlimit": "lowers its own address-space limit and allocates 1 GiB (worker processes only)",
+    "exit": "kills its process with os._exit(3) (worker processes only)",
+    "segfault": "dereferences NULL through ctypes (worker processes only)",
+    "sigkill": "sends itself SIGKILL, as the kernel's OOM killer does (worker processes only)",
+}
+
+
+def faulty(trial: Trial) -> Any:
+    """``(x - 0.3)**2``, except that for ``x > fault_above`` (fixed param, default -inf: always) it
+    fails the way the fixed param ``fault`` says (see :data:`FAULTS`).
+
+    Faults that take the process down refuse to run in the process whose pid is the fixed param
+    ``driver_pid`` (the test's own process). ``log_path`` appends the trial number on every attempt.
+    """
+    _log_call(trial)
+    x = float(trial.params["x"])
+    fault = str(trial.params.get("fault", "raise"))
+    if x <= float(trial.params.get("fault_above", -math.inf)):
+        return {"loss": (x - 0.3) ** 2}
+    if fault in ("rlimit", "exit", "segfault", "sigkill") and os.getpid() == int(trial.params.get("driver_pid", -1)):
+        raise RuntimeError(f"fault {fault!r} would take down the test process; run it in a worker process")
+    if fault == "raise":
+        raise RuntimeError(f"deliberate fault at x={x}")
+    if fault in ("nan", "inf"):
+        return {"loss": math.nan if fault == "nan" else math.inf}
+    if fault == "none":
+        return None
+    if fault == "string":
+        return "not a number"
+    if fault == "memoryerror":
+        raise MemoryError(f"deliberate MemoryError at x={x}")
+    if fault in ("hang", "hang_in_c"):
+        import time
+
+        if fault == "hang_in_c":
+            time.sleep(float(trial.params.get("hang_s", 3600)))
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    if fault == "rlimit":
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/statm") as fh:  # Linux: the address space in use, in pages
+            in_use = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = in_use + 256 * 2**20  # room for small allocations, not for 1 GiB
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        try:
+            buf = bytearray(2**30)  # MemoryError: the allocation is over the limit
+            return {"loss": float(len(buf))}
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))  # the worker may run more trials
+    if fault == "exit":
+        os._exit(3)
+    if fault == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    if fault == "sigkill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise ValueError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")

@@ -28,7 +28,6 @@ import json
 import pickle
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,24 +85,6 @@ _MARKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[None]:
-    """A local Ray runtime for the Ray cases (the one of test_ray.py when it is already up)."""
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        yield
-        return
-    import tempfile
-
-    temp_dir = tempfile.mkdtemp(prefix="hposdk-ray-")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _temp_dir=temp_dir)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 def _run(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> StudyResult:
     kw: dict[str, Any] = dict(optimizer=case.optimizer, pruner=case.pruner, n_trials=case.n_trials, seed=case.seed,
                               budget=BUDGET, fixed={"epoch_log": str(tmp_path / "epochs.jsonl")})
@@ -114,7 +95,7 @@ def _run(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> StudyRes
         study, _ = fleet._fleet_study(tmp_path, objectives.epochs, SPACE, monkeypatch, **kw)
         return study.optimize()
     if case.backend == "ray":
-        request.getfixturevalue("ray_runtime")
+        pytest.importorskip("ray.tune")  # the study starts its own Ray runtime and shuts it down
     else:
         pytest.importorskip("hpbandster" if case.optimizer in ("bohb", "hyperband") else "optuna")
     return Study(objectives.epochs, SPACE, metric="loss", backend=case.backend, storage=str(tmp_path / "studies"),

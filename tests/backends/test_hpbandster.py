@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import signal
@@ -457,8 +456,12 @@ def test_same_objective_under_bohb_and_tpe_hyperband_pruning(tmp_path: Path) -> 
     tpe = study(tmp_path / "tpe", epochs, space, optimizer="tpe", pruner="hyperband", n_trials=20,
                 pruner_options={"min_resource": 1, "max_resource": 9, "reduction_factor": 3}).optimize()
     assert {t.budget for t in bohb.trials} == {1.0, 3.0, 9.0}
-    assert {t.budget for t in tpe.trials} == {9.0}  # every TPE trial may run to max_budget ...
-    assert tpe.by_state(TrialState.PRUNED)  # ... and Hyperband pruning stops some early
+    # Every TPE trial may run to max_budget, and Hyperband pruning stops some early, at the study's
+    # rungs: a stopped trial records the budget it reached.
+    assert {t.budget for t in tpe.completed} == {9.0}
+    assert tpe.by_state(TrialState.PRUNED)
+    assert {t.budget for t in tpe.by_state(TrialState.PRUNED)} <= {1.0, 3.0, 9.0}
+    assert all(t.budget == len(t.reports) for t in tpe.by_state(TrialState.PRUNED))
     for r in (bohb, tpe):
         assert r.best.budget == 9.0 and abs(r.best.params["x"] - 0.3) < 0.3
     # Optuna's Hyperband pruner hashes the study name into brackets: the same seed gives the same run
@@ -575,13 +578,17 @@ def test_ctrl_c_stops_everything(tmp_path: Path, mc: int) -> None:
 
 
 @pytest.mark.server
-def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("multifidelity", ROOT / "benchmarks" / "multifidelity.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["multifidelity"] = bench  # worker-free, but dataclasses and pickling want the module
-    spec.loader.exec_module(bench)
-    bench.main(["--seeds", "1", "--units", "4", "--checkpoints", "2", "4", "--storage", str(tmp_path)])
-    out = capsys.readouterr().out
-    for row in ("hposdk BOHB", "raw hpbandster BOHB", "random (full budget)", "hposdk TPE + Hyperband pruning"):
-        assert row in out
+@pytest.mark.allow_leaks("raw hpbandster, run as its documentation shows, leaves an idle Pyro4 pool thread")
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    """The benchmark's BOHB arm (benchmarks/regret.py) evaluates exactly what raw hpbandster does."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.multifidelity import history_of, raw_hpbandster, schedule
+    from benchmarks.problems import PROBLEMS
+    from benchmarks.regret import Arm, _study
+
+    units = 4.0
+    study = _study(PROBLEMS["hartmann6_mf"], Arm("local", "bohb"), 0, tmp_path, schedule(units)[0], "bohb-0")
+    ours = history_of(study.optimize(), by_reports=False)
+    assert len(ours) == schedule(units)[0]
+    assert ours == raw_hpbandster(0, units)

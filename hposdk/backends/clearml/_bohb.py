@@ -26,10 +26,14 @@ Defects of ``clearml/automation/hpbandster/bandster.py`` (2.1.12) handled here:
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import uuid
 from typing import Any
 
 from clearml.automation.hpbandster import OptimizerBOHB
+from clearml.automation.hpbandster import bandster as _bandster
 from clearml.automation.hpbandster.bandster import _TrainsBandsterWorker
 
 from ..hpbandster import budgets
@@ -67,8 +71,34 @@ class _HposdkBandsterWorker(_TrainsBandsterWorker):  # type: ignore[misc]
         if opt.hposdk_budget_param:
             # hposdk objectives read trial.budget; ClearML only aborts a job at budget * scale iterations.
             override[opt.hposdk_budget_param] = opt.hposdk_iterations(budget)
-        result: dict[str, Any] = super().compute(override, budget, **kwargs)
+        me = threading.get_ident()
+        _WAKERS[me] = opt.hposdk_stopping
+        try:
+            result: dict[str, Any] = super().compute(override, budget, **kwargs)
+        finally:
+            _WAKERS.pop(me, None)
         return result
+
+
+# ClearML's BOHB worker polls its job with time.sleep(pool period) -- minutes on a real fleet -- in a
+# Pyro thread, so a stopped run would leave that thread sleeping. The module's sleep is replaced
+# with one that a stopping run interrupts (the compute then ends with _Stopped, which nobody awaits).
+_WAKERS: dict[int, threading.Event] = {}
+
+
+class _Stopped(Exception):
+    """The BOHB run was stopped while this worker polled its job."""
+
+
+def _interruptible_sleep(seconds: float) -> None:
+    event = _WAKERS.get(threading.get_ident())
+    if event is None:
+        time.sleep(seconds)
+    elif event.wait(seconds):
+        raise _Stopped("the BOHB run was stopped")
+
+
+_bandster.sleep = _interruptible_sleep  # type: ignore[assignment]
 
 
 class HposdkBOHB(HposdkStrategy, OptimizerBOHB):  # type: ignore[misc]
@@ -87,6 +117,7 @@ class HposdkBOHB(HposdkStrategy, OptimizerBOHB):  # type: ignore[misc]
         self.hposdk_budget_param = hposdk_budget_param
         super().__init__(*args, **kwargs)
         self._hposdk_workers: list[Any] = []
+        self.hposdk_stopping = threading.Event()
 
     def hposdk_iterations(self, budget: float) -> float:
         """A BOHB budget (a fraction of ``max_iteration_per_job``) in iterations: the rung of
@@ -150,9 +181,30 @@ class HposdkBOHB(HposdkStrategy, OptimizerBOHB):  # type: ignore[misc]
 
     def stop(self) -> None:
         """Shut down BOHB, its workers and the nameserver (safe to call more than once)."""
+        self.hposdk_stopping.set()  # wakes workers polling a job (see _interruptible_sleep)
         bohb, self._bohb = self._bohb, None
         if bohb is not None:
             bohb.shutdown(shutdown_workers=True)
+            # The dispatcher keeps a Pyro proxy per worker; each open connection holds a thread of the
+            # worker's daemon in recv() until the proxy lets go of it.
+            dispatcher = getattr(bohb, "dispatcher", None)
+            for w in list(getattr(dispatcher, "worker_pool", {}).values()):
+                with contextlib.suppress(Exception):
+                    w.proxy._pyroRelease()
+        # The workers' own Pyro daemons (and their thread pools) outlive BOHB's shutdown message:
+        # stop them and wait for their threads, so nothing of this run keeps running.
+        workers, self._hposdk_workers = self._hposdk_workers, []
+        for w in workers:
+            daemon = getattr(w, "pyro_daemon", None)
+            if daemon is not None:
+                with contextlib.suppress(Exception):
+                    daemon.shutdown()
+            thread = getattr(w, "thread", None)
+            if thread is not None:
+                thread.join(timeout=10)
+        deadline = time.monotonic() + 10  # computes end at their next poll (interrupted above)
+        while any(e is self.hposdk_stopping for e in list(_WAKERS.values())) and time.monotonic() < deadline:
+            time.sleep(0.02)
         ns, self._namespace = self._namespace, None
         if ns is not None:
             ns.shutdown()

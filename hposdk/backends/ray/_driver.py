@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from ...spaces import GridCursor
 from .. import _optuna
 from .._base import RunSession, StudySpec
 from . import _space
-from ._trainable import CONFIG_KEY, OUTCOME_KEY, REPORT_KEY, TrialFailed
+from ._trainable import CONFIG_KEY, OUTCOME_KEY, REPORT_KEY, TIMEOUT_NOTE, TrialFailed
 
 logger = logging.getLogger("hposdk.backends.ray")
 
@@ -314,6 +315,15 @@ def _detached() -> None:
 
 def _failure_outcome(trial: Any) -> dict[str, Any]:
     """The hposdk outcome a failed Ray trial raised, or Ray's own error text (e.g. a dead actor)."""
+    workdir = (getattr(trial, "config", None) or {}).get(CONFIG_KEY, {}).get("workdir")
+    note = os.path.join(workdir, TIMEOUT_NOTE) if workdir else None
+    if note and os.path.exists(note):
+        # The trial's watchdog ended its worker (trial_timeout, objective blocked in a C call).
+        try:
+            with open(note, encoding="utf-8") as fh:
+                return dict(json.load(fh))
+        except (OSError, ValueError):
+            pass
     exc = _pickled_error(trial)
     seen = 0
     cur: Any = exc

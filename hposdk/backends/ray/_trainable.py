@@ -10,6 +10,7 @@ see the objective's own reports. A failed outcome is raised instead, so that Ray
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -72,6 +73,12 @@ class TrialFailed(Exception):
             return str(self.outcome.get("error") or "the trial failed")
         except (ValueError, TypeError):
             return str(self.args[0])
+
+
+#: Seconds a timed-out objective gets to return to Python before its worker process is ended.
+TIMEOUT_GRACE_S = 2.0
+#: File in the trial's working directory saying why its worker was ended (read by the driver).
+TIMEOUT_NOTE = ".hposdk-timeout.json"
 
 
 class TrialTimeout(TimeoutError):
@@ -151,19 +158,38 @@ class _Watchdog:
     runs Python code, so an objective stuck inside one long C call is stopped after that call.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, note: Path | None = None) -> None:
         self._thread_id = threading.get_ident()
+        self._seconds = seconds
         self._exc = type("TrialTimeout", (TrialTimeout,), {"seconds": seconds})
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
         self._lock = threading.Lock()
         self._armed = True
+        self._note = note
 
     def _fire(self) -> None:
         with self._lock:
             if self._armed:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id),
                                                            ctypes.py_object(self._exc))
+                # The exception only lands when the thread runs Python again: an objective blocked
+                # in one C call (a sleep, a socket read, a CUDA sync) would run on. Escalate.
+                escalate = threading.Timer(TIMEOUT_GRACE_S, self._escalate)
+                escalate.daemon = True
+                escalate.start()
+
+    def _escalate(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            if self._note is not None:
+                # The driver reads the reason from here: the worker's own end says only "actor died".
+                with contextlib.suppress(OSError):
+                    self._note.write_text(json.dumps({"error": (
+                        f"the trial exceeded trial_timeout={self._seconds}s and was stopped (it was blocked "
+                        f"in a call that does not return to Python, so its worker process was ended)")}))
+            os._exit(70)
 
     def __enter__(self) -> _Watchdog:
         self._timer.start()
@@ -193,7 +219,11 @@ def run_trial(config: dict[str, Any], study: StudyPayload) -> None:
     trial = RayTrial(tune, meta["number"], {**study.fixed, **study.data, **params}, budget=meta["budget"],
                      workdir=meta.get("workdir"), study_name=study.name)
     if study.trial_timeout is not None:
-        with _Watchdog(study.trial_timeout):
+        note = Path(meta["workdir"]) / TIMEOUT_NOTE if meta.get("workdir") else None
+        if note is not None:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.unlink(missing_ok=True)  # from an earlier run of this trial
+        with _Watchdog(study.trial_timeout, note):
             outcome = run_objective(study.objective, trial, study.metric)
     else:
         outcome = run_objective(study.objective, trial, study.metric)
