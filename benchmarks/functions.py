@@ -1,4 +1,11 @@
-"""Benchmark functions (pure numpy; no hposdk imports).
+"""Benchmark functions (pure numpy; no hposdk imports). All are minimised.
+
+* ``branin`` on ``[-5, 10] x [0, 15]``: minimum ``BRANIN_MIN`` at three points.
+* ``hartmann6`` on ``[0, 1]^6``: minimum ``HARTMANN6_MIN``.
+* ``mixed``: a five-parameter function of a categorical, a boolean, an integer, a log-scaled and a
+  linear float, whose optimum in the continuous parameters moves with the categorical (see its
+  docstring); minimum ``MIXED_MIN = 0``.
+* ``hartmann6_mf``: Hartmann-6 at a fidelity (below).
 
 Multi-fidelity Hartmann-6 (used by ``multifidelity.py``): the classic 6-d Hartmann function, evaluated
 at a *fidelity* ``s`` in ``[0, 1]`` derived from the budget. Like the multi-fidelity benchmarks of
@@ -21,7 +28,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HARTMANN6_ARGMIN", "HARTMANN6_MIN", "fidelity", "hartmann6", "hartmann6_mf"]
+__all__ = [
+    "BRANIN_MIN",
+    "HARTMANN6_ARGMIN",
+    "HARTMANN6_MIN",
+    "MIXED_CHOICES",
+    "MIXED_MIN",
+    "branin",
+    "fidelity",
+    "hartmann6",
+    "hartmann6_mf",
+    "mixed",
+]
 
 _ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 _A = np.array([
@@ -70,3 +88,38 @@ def hartmann6_mf(x: Sequence[float], budget: float, min_budget: float, max_budge
         key = zlib.crc32(np.asarray(x, dtype=float).tobytes() + repr(float(budget)).encode())
         value += NOISE * (1.0 - s) * float(np.random.default_rng([seed, key]).standard_normal())
     return value
+
+
+BRANIN_MIN = 0.397887357729738
+
+
+def branin(x1: float, x2: float) -> float:
+    """Branin-Hoo on ``[-5, 10] x [0, 15]`` (minimum ``BRANIN_MIN``)."""
+    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+#: The categorical of ``mixed``: per choice, (offset, optimal log10(lr), optimal x).
+MIXED_CHOICES = {
+    "adam": (0.0, -3.5, 0.70),
+    "sgd": (0.15, -1.5, 0.20),
+    "rmsprop": (0.30, -4.5, 0.45),
+    "adagrad": (0.50, -2.0, 0.90),
+}
+MIXED_MIN = 0.0
+
+
+def mixed(optimizer: str, lr: float, x: float, layers: int, batchnorm: bool) -> float:
+    """A mixed-type function: categorical ``optimizer``, ``lr`` in [1e-5, 1e-1] (log), ``x`` in [0, 1],
+    integer ``layers`` in 1..32 and boolean ``batchnorm``; minimum ``MIXED_MIN = 0`` at adam,
+    lr = 10**-3.5, x = 0.7, layers = 12, batchnorm True.
+
+    The optimal ``lr`` and ``x`` depend on the categorical, and the two interact (a rotated
+    quadratic with a ripple), so sampling the parameters independently is not enough.
+    """
+    offset, best_log_lr, best_x = MIXED_CHOICES[optimizer]
+    dl = math.log10(lr) - best_log_lr
+    dx = x - best_x
+    value = offset + 2.0 * dx**2 + 0.25 * dl**2 + 0.5 * dx * dl + 0.05 * math.sin(3.0 * dl) ** 2
+    value += 0.003 * (layers - 12) ** 2 + (0.0 if batchnorm else 0.1)
+    return float(value)

@@ -1,0 +1,388 @@
+"""Sample efficiency: simple regret at a fixed budget, every optimizer on every backend, many seeds.
+
+Each *arm* is one optimizer on one backend (or a raw engine used directly, as a reference). Every
+arm runs every seed of every problem it applies to; a unit of work is (problem, arm, seed) and the
+units run in worker processes (Ray arms in one process that starts Ray once).
+
+Simple regret = the exact value of the best point found within the budget minus the minimum
+(see ``problems.py``; the multi-fidelity problem's accounting is in ``multifidelity.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .problems import MF_BUDGET, PROBLEMS, Problem
+
+__all__ = ["ARMS", "PEER_DEFAULTS", "Arm", "Unit", "arms_for", "run_units", "summarize"]
+
+#: Single-fidelity BOHB: hpbandster needs a budget range; with min == max every evaluation is a full
+#: one and BOHB is its KDE model alone (what "hpbandster BOHB on Branin" means without a fidelity).
+SINGLE_BUDGET = {"min_budget": 1, "max_budget": 1, "eta": 3}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One optimizer on one backend (``backend='raw-optuna'``/``'raw-hpbandster'``: the engine itself)."""
+
+    backend: str
+    optimizer: str
+    options: dict[str, Any] = field(default_factory=dict)
+    pruner: str | None = None
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    multi_fidelity_only: bool = False
+    single_fidelity_only: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.optimizer}" + (f"+{self.pruner}" if self.pruner else "")
+
+    @property
+    def raw(self) -> bool:
+        return self.backend.startswith("raw-")
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("local", "auto"),
+    Arm("local", "random"),
+    Arm("local", "tpe"),
+    Arm("local", "gp"),
+    Arm("local", "tpe", pruner="hyperband", multi_fidelity_only=True),
+    Arm("local", "bohb"),
+    Arm("local", "hyperband", multi_fidelity_only=True),
+    Arm("ray", "auto"),
+    Arm("ray", "random"),
+    Arm("ray", "tpe"),
+    Arm("ray", "tpe", pruner="asha", multi_fidelity_only=True),
+    Arm("ray", "bohb", multi_fidelity_only=True),
+    Arm("clearml", "auto"),
+    Arm("clearml", "random"),
+    Arm("clearml", "tpe"),
+    Arm("clearml", "tpe", pruner="hyperband", multi_fidelity_only=True),
+    Arm("raw-optuna", "tpe", single_fidelity_only=True),
+    Arm("raw-optuna", "cmaes", single_fidelity_only=True),
+    Arm("raw-hpbandster", "bohb", multi_fidelity_only=True),
+)
+
+#: Each engine's own default optimizer (goal: auto strictly better than each on half the problems).
+PEER_DEFAULTS = {
+    "Optuna TPE": "local/tpe",
+    "Ray random": "ray/random",
+    "ClearML random": "clearml/random",
+    "hpbandster BOHB": "local/bohb",
+}
+
+
+def arms_for(problem: Problem, backends: Iterable[str]) -> list[Arm]:
+    """The arms that run on ``problem`` with the given backends (raw engines always)."""
+    allowed = set(backends)
+    out = []
+    for arm in ARMS:
+        if not arm.raw and arm.backend not in allowed:
+            continue
+        if arm.multi_fidelity_only and not problem.multi_fidelity:
+            continue
+        if arm.single_fidelity_only and problem.multi_fidelity:
+            continue
+        if arm.optimizer == "cmaes" and problem.name == "mixed":
+            continue  # CMA-ES has no categorical parameters (Optuna samples them at random)
+        out.append(arm)
+    return out
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run: a problem, an arm, a seed (and, for smoke runs, a smaller budget)."""
+
+    problem: str
+    arm: Arm
+    seed: int
+    n_trials: int | None = None
+    units: float | None = None
+
+
+@dataclass
+class Outcome:
+    unit: Unit
+    regret: float
+    seconds: float
+    evaluations: int
+    chosen: str = ""
+    error: str | None = None
+
+
+# --- running one unit ---------------------------------------------------------------------------
+
+
+def _backend_options(backend: str) -> dict[str, Any]:
+    if backend == "clearml":
+        return {"executor": "local"}
+    if backend == "ray":
+        return {"reuse_actors": True}
+    return {}
+
+
+def _study(problem: Problem, arm: Arm, seed: int, root: Path, n_trials: int, name: str) -> Any:
+    from hposdk import Study
+
+    budget: dict[str, Any] | None = None
+    fixed: dict[str, Any] = {}
+    if problem.multi_fidelity:
+        budget, fixed = dict(MF_BUDGET), {"bench_seed": seed}
+    elif arm.optimizer in ("bohb", "hyperband"):
+        budget = dict(SINGLE_BUDGET)
+    pruner_options = dict(arm.pruner_options)
+    if arm.pruner == "hyperband":
+        pruner_options = {"min_resource": MF_BUDGET["min_budget"], "max_resource": MF_BUDGET["max_budget"],
+                          "reduction_factor": MF_BUDGET["eta"], **pruner_options}
+    return Study(problem.objective, problem.space, metric="loss", backend=arm.backend, optimizer=arm.optimizer,
+                 optimizer_options=arm.options, pruner=arm.pruner, pruner_options=pruner_options,
+                 n_trials=n_trials, seed=seed, storage=str(root), name=name, progress=False, budget=budget,
+                 fixed=fixed, backend_options=_backend_options(arm.backend))
+
+
+def _chosen(study: Any, result: Any) -> str:
+    choice = getattr(study, "optimizer_choice", None)
+    if choice is not None:
+        return choice.optimizer + (f"+{choice.pruner}" if choice.pruner else "")
+    return str(result.optimizer)
+
+
+def _run_single(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str]:
+    study = _study(problem, arm, seed, root, problem.n_trials, f"{problem.name}-{arm.backend}-{arm.optimizer}-{seed}")
+    result = study.optimize()
+    values = [problem.regret(t.params) for t in result.trials if t.value is not None]
+    return (min(values) if values else math.nan), len(result.trials), _chosen(study, result)
+
+
+def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str]:
+    from .multifidelity import history_of, regret_at, schedule, spent
+
+    units = float(problem.units or 0)
+    name = f"{problem.name}-{arm.backend}-{arm.optimizer}{'-' + arm.pruner if arm.pruner else ''}-{seed}"
+    if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
+        n = schedule(units)[0]  # exactly the evaluations raw hpbandster runs for this budget
+    else:
+        n = math.ceil(units)
+    while True:  # pruned trials cost less: resume with more trials until the budget is spent
+        study = _study(problem, arm, seed, root, n, name)
+        result = study.optimize()
+        by_reports = result.optimizer not in ("bohb", "hyperband") or arm.backend != "local"
+        hist = history_of(result, by_reports=by_reports)
+        if spent(hist) >= units or n > 50 * units:
+            return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result)
+        n += max(5, n // 2)
+
+
+def _run_raw_optuna(problem: Problem, arm: Arm, seed: int) -> tuple[float, int, str]:
+    import optuna
+
+    from hposdk.backends import _optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler: Any
+    if arm.optimizer == "cmaes":
+        sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(sampler=sampler)
+    dists = _optuna.to_optuna(problem.space)
+    best = math.inf
+    for _ in range(problem.n_trials):
+        trial = study.ask(dists)
+        params = _optuna.decode(problem.space, trial.params)
+        value = problem.value(params)
+        study.tell(trial, value)
+        best = min(best, value - problem.minimum)
+    return best, problem.n_trials, arm.optimizer
+
+
+def _run_raw_hpbandster(problem: Problem, arm: Arm, seed: int) -> tuple[float, int, str]:
+    from .multifidelity import raw_hpbandster, regret_at
+
+    hist = raw_hpbandster(seed, float(problem.units or 0), arm.optimizer)
+    return regret_at(hist, float(problem.units or 0), problem.minimum), len(hist), arm.optimizer
+
+
+def run_unit(unit: Unit, root: str) -> Outcome:
+    """Run one (problem, arm, seed); never raises (a failure is an Outcome with its error)."""
+    problem = PROBLEMS[unit.problem]
+    if unit.n_trials is not None:
+        problem = replace(problem, n_trials=unit.n_trials)
+    if unit.units is not None and problem.multi_fidelity:
+        problem = replace(problem, units=unit.units)
+    where = Path(tempfile.mkdtemp(prefix="unit-", dir=root))
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if unit.arm.backend == "raw-optuna":
+                regret, n, chosen = _run_raw_optuna(problem, unit.arm, unit.seed)
+            elif unit.arm.backend == "raw-hpbandster":
+                regret, n, chosen = _run_raw_hpbandster(problem, unit.arm, unit.seed)
+            elif problem.multi_fidelity:
+                regret, n, chosen = _run_multi_fidelity(problem, unit.arm, unit.seed, where)
+            else:
+                regret, n, chosen = _run_single(problem, unit.arm, unit.seed, where)
+        return Outcome(unit, regret, time.perf_counter() - start, n, chosen)
+    except Exception:
+        return Outcome(unit, math.nan, time.perf_counter() - start, 0, "", traceback.format_exc()[-2000:])
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+# --- running many units -------------------------------------------------------------------------
+
+
+def _ray_init() -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
+def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) -> list[Outcome]:
+    """Run ``units`` in ``workers`` processes (Ray units in one more process with Ray started once)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    root = tempfile.mkdtemp(prefix="hposdk-regret-")
+    ray_units = [u for u in units if u.arm.backend == "ray"]
+    other = [u for u in units if u.arm.backend != "ray"]
+    # Longest first, so that a slow arm does not start last.
+    other.sort(key=lambda u: (u.arm.optimizer not in ("gp", "auto", "bohb", "hyperband"), u.problem))
+    futures: list[Future[Outcome]] = []
+    outcomes = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    ray_pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_ray_init) if ray_units else None
+    try:
+        if ray_pool is not None:
+            futures += [ray_pool.submit(run_unit, u, root) for u in ray_units]
+        futures += [pool.submit(run_unit, u, root) for u in other]
+        for done, f in enumerate(futures, 1):
+            out = f.result()
+            outcomes.append(out)
+            if progress and (out.error or done % 50 == 0 or done == len(futures)):
+                failed = (f"; {out.unit.problem} {out.unit.arm.label} seed {out.unit.seed} FAILED: "
+                          f"{(out.error or '').strip().splitlines()[-1]}") if out.error else ""
+                print(f"  regret: {done}/{len(futures)} units{failed}", flush=True)
+        if ray_pool is not None:
+            ray_pool.submit(_ray_shutdown).result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+        if ray_pool is not None:
+            ray_pool.shutdown(cancel_futures=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return outcomes
+
+
+def _ray_shutdown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+# --- summaries ----------------------------------------------------------------------------------
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    vals = sorted(v for v in values if not math.isnan(v))
+    if not vals:
+        return math.nan, math.nan, math.nan
+    if len(vals) == 1:
+        return vals[0], vals[0], vals[0]
+    q = statistics.quantiles(vals, n=4, method="inclusive")
+    return q[0], statistics.median(vals), q[2]
+
+
+def summarize(outcomes: Sequence[Outcome], twins: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
+    """Per problem and arm: regrets per seed, median, IQR, seconds, the optimizer auto chose.
+
+    ``twins``: (problem, arm label) -> the auto arm whose runs it shares (the same configuration).
+    """
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for o in outcomes:
+        cell = table.setdefault(o.unit.problem, {}).setdefault(
+            o.unit.arm.label, {"regrets": {}, "seconds": [], "chosen": set(), "errors": []})
+        cell["regrets"][o.unit.seed] = o.regret
+        cell["seconds"].append(o.seconds)
+        if o.chosen:
+            cell["chosen"].add(o.chosen)
+        if o.error:
+            cell["errors"].append(o.error)
+    for arms in table.values():
+        for cell in arms.values():
+            regrets = [cell["regrets"][s] for s in sorted(cell["regrets"])]
+            cell["q1"], cell["median"], cell["q3"] = quartiles(regrets)
+            cell["n"] = sum(not math.isnan(r) for r in regrets)
+            cell["chosen"] = ", ".join(sorted(cell["chosen"]))
+    for (problem, label), auto in (twins or {}).items():
+        source = table.get(problem, {}).get(auto)
+        if source is not None:
+            table[problem][label] = {**source, "chosen": "", "note": f"= {auto}'s runs, the same configuration"}
+    return {"table": table, "goals": auto_goals(table), "adapters": adapter_check(table)}
+
+
+def auto_goals(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Goal 3: auto vs the best single peer, and vs each engine's default, per problem."""
+    per_problem = {}
+    wins = {peer: 0 for peer in PEER_DEFAULTS}
+    for problem, arms in table.items():
+        auto = arms.get("local/auto")
+        if auto is None:
+            continue
+        peers = {label: c["median"] for label, c in arms.items() if not label.endswith("/auto")
+                 and not math.isnan(c["median"])}
+        best_label = min(peers, key=lambda k: peers[k]) if peers else None
+        row: dict[str, Any] = {"auto": auto["median"], "chosen": auto["chosen"], "best_peer": best_label,
+                               "best_peer_median": peers.get(best_label, math.nan) if best_label else math.nan}
+        row["no_worse_than_best"] = bool(best_label) and auto["median"] <= row["best_peer_median"] * (1 + 1e-9)
+        for peer, label in PEER_DEFAULTS.items():
+            if label in arms:
+                better = auto["median"] < arms[label]["median"]
+                row[peer] = better
+                wins[peer] += better
+        per_problem[problem] = row
+    n = len(per_problem)
+    return {"per_problem": per_problem, "wins": wins, "problems": n,
+            "no_worse_everywhere": all(r["no_worse_than_best"] for r in per_problem.values()),
+            "beats_each_default_on_half": all(w * 2 >= n for w in wins.values()) if n else False}
+
+
+def adapter_check(table: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The same optimizer on several backends: identical per seed, or a Mann-Whitney U p-value."""
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    for problem, arms in table.items():
+        by_opt: dict[str, list[str]] = {}
+        for label in arms:
+            by_opt.setdefault(label.split("/", 1)[1], []).append(label)
+        for opt, labels in by_opt.items():
+            if len(labels) < 2 or opt == "auto":
+                continue
+            labels.sort(key=lambda label: (not label.startswith("local/"), label))
+            base = labels[0]
+            for other in labels[1:]:
+                a, b = arms[base]["regrets"], arms[other]["regrets"]
+                seeds = sorted(set(a) & set(b))
+                xa = [a[s] for s in seeds if not math.isnan(a[s]) and not math.isnan(b[s])]
+                xb = [b[s] for s in seeds if not math.isnan(a[s]) and not math.isnan(b[s])]
+                identical = bool(xa) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(xa, xb))
+                p = 1.0 if identical or len(xa) < 2 else float(mannwhitneyu(xa, xb).pvalue)
+                rows.append({"problem": problem, "optimizer": opt, "a": base, "b": other, "identical": identical,
+                             "p": p, "same": identical or p >= 0.05})
+    return rows
