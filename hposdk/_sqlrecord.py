@@ -112,12 +112,20 @@ class SqlRecord:
             sa.Column("study", sa.String(200), index=True, nullable=False),
             sa.Column("body", sa.Text, nullable=False),
         )
-        try:
-            meta.create_all(self.engine, checkfirst=True)
-        except sa.exc.OperationalError as exc:
-            raise StudyRecordError(f"cannot open the study database {url!r}: {exc.orig}") from None
-        except sa.exc.IntegrityError:
-            pass  # another driver created the tables at the same moment
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                meta.create_all(self.engine, checkfirst=True)
+                break
+            except sa.exc.IntegrityError:
+                break  # another driver created the tables at the same moment
+            except sa.exc.OperationalError as exc:
+                # Drivers starting together on a new SQLite file can find it locked for a moment
+                # (creating tables, switching to the write-ahead log): wait for the other one.
+                if "locked" in str(exc.orig) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise StudyRecordError(f"cannot open the study database {url!r}: {exc.orig}") from None
         self.driver_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._attempts: dict[int, int] = {}
         self._stop = threading.Event()
@@ -365,7 +373,11 @@ def _sqlite_immediate(engine: Any) -> None:
         # Write-ahead logging: readers never block the writer, and a commit appends to the log
         # instead of syncing the database file (a crash loses no committed transaction with WAL;
         # synchronous=NORMAL only risks the last commits on a power loss, not on a killed process).
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        # The mode is stored in the file: only the first connection converts it, and a conversion
+        # that loses a race with another driver's connection is left to that one.
+        if str(dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            with contextlib.suppress(Exception):
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
