@@ -177,6 +177,24 @@ class Goals:
             return self.objectives[name]
         return "max"  # a composite that is not an objective: composites are higher-is-better
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (study records, ClearML's study document); constraints as their text."""
+        return {
+            "objectives": dict(self.objectives),
+            "composites": {k: v.model_dump() for k, v in self.composites.items()},
+            "constraints": [c.text for c in self.constraints],
+            "pruning_metric": self.pruning_metric,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Goals:
+        """Read :meth:`to_dict` back (text constraints only; ``metric``/``mode`` when no objectives)."""
+        objectives = dict(data.get("objectives") or {data["metric"]: data.get("mode") or "min"})
+        composites = {str(k): Composite.model_validate(v) for k, v in (data.get("composites") or {}).items()}
+        constraints = tuple(Constraint.parse(str(c)) for c in data.get("constraints") or ())
+        return cls(objectives=objectives, composites=composites, constraints=constraints,
+                   pruning_metric=data.get("pruning_metric"))
+
     def portable(self) -> Goals:
         """The part trials need (composites, required metrics), without constraint callables."""
         return Goals(dict(self.objectives), dict(self.composites),

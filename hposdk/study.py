@@ -575,10 +575,7 @@ class Study:
             "seed": spec.seed,
             "fixed": dict(spec.fixed),
             "budget": spec.budget.model_dump() if spec.budget else None,
-            "objectives": spec.objectives,
-            "composites": {k: v.model_dump() for k, v in spec.goals.composites.items()},
-            "constraints": [c.text for c in spec.goals.constraints],
-            "pruning_metric": spec.pruning_metric,
+            **spec.goals.to_dict(),  # objectives, composites, constraints, pruning_metric
             **({"optimizer_choice": self.optimizer_choice.to_dict()} if self.optimizer_choice else {}),
         }
 

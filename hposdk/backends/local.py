@@ -281,16 +281,8 @@ class _Engine:
         if self.spec.optimizer == "random":
             return self.spec.space.sample_for_trial(self.spec.seed, number)
         if self.spec.optimizer == "grid":
-            if self.shared:
-                points = self._grid_points()
-                return points[number] if number < len(points) else None
-            return self.grid.next()
+            return self.grid.at(number) if self.shared else self.grid.next()
         return {}  # an Optuna sampler chooses
-
-    def _grid_points(self) -> list[dict[str, Any]]:
-        if not hasattr(self, "_points"):
-            self._points = self.spec.space.grid()
-        return self._points
 
     def ask(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Start an Optuna trial with ``params`` fixed (or sampled when empty)."""

@@ -264,10 +264,22 @@ class GridCursor:
         """Mark a point as taken (it will not be proposed)."""
         self.taken.add(point_key(params))
 
-    def next(self) -> dict[str, Any] | None:
-        """The next point not yet taken (marking it taken), or None when the grid is exhausted."""
+    def _grid(self) -> list[dict[str, Any]]:
         if self._points is None:
             self._points = self._space.grid()
+        return self._points
+
+    def at(self, index: int) -> dict[str, Any] | None:
+        """The grid's point at ``index`` in declared order (None past its end); ignores ``taken``.
+
+        Drivers sharing one record take points by trial number, which is unique across them.
+        """
+        points = self._grid()
+        return points[index] if index < len(points) else None
+
+    def next(self) -> dict[str, Any] | None:
+        """The next point not yet taken (marking it taken), or None when the grid is exhausted."""
+        self._points = self._grid()
         while self._next < len(self._points):
             point = self._points[self._next]
             self._next += 1

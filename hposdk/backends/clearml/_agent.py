@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..._goals import Composite, Constraint, Goals
+from ..._goals import Goals
 from ...spaces import SearchSpace
 from ...trial import Report, Trial
 from ._translate import clearml_name, decode_string
@@ -57,11 +57,7 @@ def metric_scalar(name: str, study: Mapping[str, Any]) -> tuple[str, str]:
 
 def study_goals(study: Mapping[str, Any]) -> Goals:
     """The objectives, composites, text constraints and pruning metric of a study document."""
-    objectives = dict(study.get("objectives") or {study["metric"]: study.get("mode") or "min"})
-    composites = {str(k): Composite.model_validate(v) for k, v in (study.get("composites") or {}).items()}
-    constraints = tuple(Constraint.parse(str(c)) for c in study.get("constraints") or ())
-    return Goals(objectives=objectives, composites=composites, constraints=constraints,
-                 pruning_metric=study.get("pruning_metric"))
+    return Goals.from_dict(study)
 
 
 def report_metrics(logger: Any, metrics: Mapping[str, Any], step: int, study: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..._record import read_record
 from .._base import RunSession, StudySpec
-from ._options import ClearMLOptions
+from ._options import ClearMLOptions, create_module_task
 
 __all__ = ["CONTROLLER_CONFIG", "RECORD_CONFIG", "RECORD_IN_CONFIG", "controller_document", "launch_controller", "main"]
 
@@ -70,16 +70,7 @@ def launch_controller(spec: StudySpec, session: RunSession, opts: ClearMLOptions
     from clearml import Task
 
     io.check(opts)
-    packages = opts.packages
-    if packages is None and opts.requirements_file is None and opts.repo is None:
-        packages = ["hposdk[clearml]"]
-    task: Any = Task.create(
-        project_name=opts.project, task_name=f"HPO: {spec.name}", task_type="optimizer",
-        repo=opts.repo, branch=opts.branch, commit=opts.commit, working_directory=opts.working_dir,
-        module="hposdk.backends.clearml._controller", packages=packages, requirements_file=opts.requirements_file,
-        docker=opts.docker, docker_args=opts.docker_args, add_task_init_call=False,
-        detect_repository=opts.repo is not None,
-    )
+    task: Any = create_module_task(Task, opts, f"HPO: {spec.name}", "optimizer", "hposdk.backends.clearml._controller")
     task.set_configuration_object(CONTROLLER_CONFIG, config_text=json.dumps(controller_document(spec, opts)),
                                   config_type="json")
     record = spec.workdir / "study.jsonl"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ...exceptions import ConfigError
 
-__all__ = ["ClearMLOptions", "objective_scalars", "resolve_executor", "server_configured"]
+__all__ = ["ClearMLOptions", "create_module_task", "objective_scalars", "resolve_executor", "server_configured"]
 
 
 class ClearMLOptions(BaseModel):
@@ -176,3 +176,17 @@ def objective_scalars(objectives: Sequence[str], options: ClearMLOptions) -> dic
                               f"and {name!r} would both be the ClearML scalar {pair[0]!r}/{pair[1]!r}")
         seen[pair] = name
     return dict(zip(names, pairs))
+
+
+def create_module_task(task_cls: Any, opts: ClearMLOptions, name: str, task_type: str, module: str) -> Any:
+    """A ClearML task that runs ``python -m module`` from ``opts``' repository, packages and docker."""
+    packages = opts.packages
+    if packages is None and opts.requirements_file is None and opts.repo is None:
+        packages = ["hposdk[clearml]"]
+    return task_cls.create(
+        project_name=opts.project, task_name=name, task_type=task_type,
+        repo=opts.repo, branch=opts.branch, commit=opts.commit, working_directory=opts.working_dir,
+        module=module, packages=packages, requirements_file=opts.requirements_file,
+        docker=opts.docker, docker_args=opts.docker_args, add_task_init_call=False,
+        detect_repository=opts.repo is not None,
+    )

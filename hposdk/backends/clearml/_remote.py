@@ -42,7 +42,7 @@ from ...result import ReportRecord, TrialResult, TrialState
 from ...spaces import SearchSpace
 from .._base import Outcome, RunSession, StudySpec
 from ._agent import HPOSDK_SECTION, OUTCOME_CONFIG, STUDY_CONFIG
-from ._options import ClearMLOptions, objective_scalars
+from ._options import ClearMLOptions, create_module_task, objective_scalars
 from ._translate import clearml_name, decode, params_key, to_clearml
 
 __all__ = [
@@ -305,10 +305,7 @@ def study_document(spec: StudySpec, opts: ClearMLOptions) -> dict[str, Any]:
         "space": spec.space.to_dict(),
         "metric": spec.metric,
         "mode": spec.mode,
-        "objectives": dict(goals.objectives),
-        "composites": {k: v.model_dump() for k, v in goals.composites.items()},
-        "constraints": [c.text for c in goals.constraints],
-        "pruning_metric": spec.pruning_metric,
+        **goals.to_dict(),  # objectives, composites, text constraints, pruning_metric (_agent.study_goals)
         # trial.budget of optimizers that do not set one per job (all but BOHB): the study's max_budget.
         "budget": spec.budget.max_budget if spec.budget is not None else None,
         "fixed": dict(spec.fixed),
@@ -455,16 +452,8 @@ class FleetIO:
         """A draft task that runs the agent runner with this study (what agents clone per trial)."""
         from clearml import Task
 
-        packages = opts.packages
-        if packages is None and opts.requirements_file is None and opts.repo is None:
-            packages = ["hposdk[clearml]"]
-        task: Any = Task.create(
-            project_name=opts.project, task_name=f"{spec.name}: trial", task_type="training",
-            repo=opts.repo, branch=opts.branch, commit=opts.commit, working_directory=opts.working_dir,
-            module="hposdk.backends.clearml._agent", packages=packages, requirements_file=opts.requirements_file,
-            docker=opts.docker, docker_args=opts.docker_args, add_task_init_call=False,
-            detect_repository=opts.repo is not None,
-        )
+        task: Any = create_module_task(Task, opts, f"{spec.name}: trial", "training",
+                                       "hposdk.backends.clearml._agent")
         values = base_task_defaults(spec.space)
         params: dict[str, Any] = {clearml_name(k, opts.section, opts.param_names): ("" if v is None else v)
                                   for k, v in values.items()}
