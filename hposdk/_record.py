@@ -14,11 +14,12 @@ attempt), ``report`` (an intermediate report), ``finish`` (the full TrialResult)
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .exceptions import StudyRecordError
 from .result import ReportRecord, TrialResult
@@ -116,7 +117,8 @@ class Journal:
         new = not self.path.exists() or self.path.stat().st_size == 0
         if new and header is None:
             raise StudyRecordError(f"cannot open {self.path}: no record there and no header given")
-        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        # A raw descriptor in append mode: one write(2) per event, no Python-side buffer to flush.
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if not new:
             self._ensure_newline()
         if new and header is not None:
@@ -131,10 +133,12 @@ class Journal:
                 fh.truncate(data.rfind(b"\n") + 1)
 
     def _write_raw(self, text: str) -> None:
-        if self._fh is None:
+        if self._fd is None:
             raise StudyRecordError(f"{self.path} is closed")
-        self._fh.write(text)
-        self._fh.flush()
+        data = text.encode("utf-8")
+        written = os.write(self._fd, data)
+        while written < len(data):  # a short write (a full disk, a signal): finish the line
+            written += os.write(self._fd, data[written:])
 
     def _write(self, event: dict[str, Any]) -> None:
         # dumps_line's encoding, with one encoder kept: json.dumps builds a new JSONEncoder per call
@@ -152,7 +156,9 @@ class Journal:
 
     def finish(self, trial: TrialResult) -> None:
         """A trial finished (in any state)."""
-        self._write({"event": "finish", "trial": trial.model_dump(mode="json")})
+        # pydantic's own JSON encoder (ser_json_inf_nan="constants" keeps NaN/Infinity as the json
+        # module writes them): a third of the cost of model_dump + json, per trial.
+        self._write_raw('{"event":"finish","trial":' + trial.model_dump_json(fallback=str) + "}\n")
 
     def note(self, **fields: Any) -> None:
         """A free-form event (interruptions, resumes)."""
@@ -160,6 +166,6 @@ class Journal:
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

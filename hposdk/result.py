@@ -37,7 +37,8 @@ class TrialState(str, Enum):
 class ReportRecord(BaseModel):
     """An intermediate report as stored in results."""
 
-    model_config = ConfigDict(frozen=True)
+    # NaN and infinities round-trip through JSON as the json module writes them (not as null).
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="constants")
     step: int
     metrics: dict[str, float]
     time: float = 0.0
@@ -62,7 +63,7 @@ class TrialResult(BaseModel):
         constraint_violations: one value per study constraint, ``<= 0`` when satisfied.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="constants")
     number: int
     params: dict[str, Any]
     state: TrialState

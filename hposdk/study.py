@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -613,17 +614,27 @@ class Study:
         finished: dict[int, Any] = {}
         unfinished: list[Any] = []
         next_number = 0
+        header = self._header()
         if path.exists():
             state = read_record(path)
             self._check_compatible(state.header)
             finished, unfinished, next_number = state.finished, list(state.unfinished.values()), state.next_number
-        journal = Journal(path, header=self._header())
+            header = state.header  # a resumed record keeps its first header
+        journal = Journal(path, header=header)
         if finished or unfinished:
             journal.note(kind="resume", finished=len(finished), rerun=[s.number for s in unfinished])
         progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
                             objectives=self.spec.objectives)
         session = RunSession(self.spec, journal, finished, unfinished, next_number, progress)
-        return self._run(session, journal, progress)
+
+        def result() -> StudyResult:
+            # The record holds exactly what the session saw: build the result from memory rather
+            # than replaying the file (a replay costs as much as the journal writes themselves).
+            unfinished_now = [*session.running, *(s.number for s in session.rerun)]
+            return _result_of(SimpleNamespace(header=header, finished=session.finished, unfinished=unfinished_now),
+                              str(path))
+
+        return self._run(session, journal, progress, result)
 
     def _optimize_shared(self) -> StudyResult:
         from ._progress import Progress
@@ -644,9 +655,10 @@ class Study:
         progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
                             objectives=self.spec.objectives)
         session = SharedRunSession(self.spec, record, dict(state.finished), lost, progress)
-        return self._run(session, record, progress)
+        return self._run(session, record, progress, self.result)  # other drivers add trials too
 
-    def _run(self, session: RunSession, journal: Any, progress: Any) -> StudyResult:
+    def _run(self, session: RunSession, journal: Any, progress: Any,
+             result: Callable[[], StudyResult]) -> StudyResult:
         backend = self.backend_cls()
         progress.start(session.finished)
         try:
@@ -663,7 +675,7 @@ class Study:
             journal.close()
         if session.abort_error:
             raise ObjectiveError(f"study {self.name!r} stopped: {session.abort_error}")
-        return self.result()
+        return result()
 
     def result(self) -> StudyResult:
         """The study's result as recorded so far (works while or after it runs)."""

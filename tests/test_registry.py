@@ -41,3 +41,34 @@ def test_require_gives_the_httpx_style_hint() -> None:
 def test_unknown_names_list_the_known_ones() -> None:
     with pytest.raises(BackendNotFoundError, match=r"known backends: .*local.*Did you mean 'local'"):
         get_backend("locl")
+
+
+def test_builtin_names_resolve_without_scanning_installed_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scanning entry points reads every installed package's metadata (~8 ms); a study on a
+    # built-in backend must not pay it.
+    import hposdk.backends._registry as registry
+
+    def scan(**_: object) -> list[object]:
+        raise AssertionError("entry points scanned for a built-in backend")
+
+    monkeypatch.setattr(registry, "entry_points", scan)
+    assert get_backend("local") is LocalBackend
+
+
+def test_a_plugin_name_is_found_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hposdk.backends._registry as registry
+
+    class EntryPoint:
+        name, value = "myplugin", "hposdk.backends.local:LocalBackend"
+
+    calls: list[str] = []
+
+    def scan(group: str) -> list[EntryPoint]:
+        calls.append(group)
+        return [EntryPoint()]
+
+    monkeypatch.setattr(registry, "entry_points", scan)
+    assert get_backend("myplugin") is LocalBackend
+    assert calls == ["hposdk.backends"]
+    with pytest.raises(BackendNotFoundError, match="myplugin"):  # unknown names list plugins too
+        get_backend("nope")

@@ -239,6 +239,46 @@ def test_result_exports_round_trip(tmp_path: Path) -> None:
         hposdk.load_study("nope", storage=tmp_path)
 
 
+def mixed_outcomes(trial: Any) -> Any:
+    """Completes, fails (an exception, then NaN), is pruned, or returns extra metrics."""
+    x = trial.params["x"]
+    kind = trial.number % 4
+    if kind == 1:
+        raise RuntimeError("boom")
+    if kind == 2:
+        return float("nan")
+    for step in range(3):
+        trial.report(step, loss=x + step)
+        if kind == 3 and trial.should_prune():
+            break
+    return {"loss": x, "extra": float("inf"), "note": "é"}
+
+
+def _same(a: StudyResult, b: StudyResult) -> bool:
+    # Trial by trial as JSON: a NaN metric is never == another NaN object.
+    return (a.model_copy(update={"trials": ()}) == b.model_copy(update={"trials": ()})
+            and [t.model_dump_json() for t in a.trials] == [t.model_dump_json() for t in b.trials])
+
+
+@pytest.mark.parametrize("optimizer", ["random", "tpe"])
+def test_the_result_optimize_returns_is_the_recorded_study(tmp_path: Path, optimizer: str) -> None:
+    # optimize() builds its result from what it recorded, without replaying the file: both must
+    # agree, including failures, NaN/inf, pruned trials, retries and a resumed record.
+    kw: dict[str, Any] = {"metric": "loss", "optimizer": optimizer, "storage": tmp_path, "name": "s",
+                          "progress": False, "seed": 3, "retries": 1, "pruner": "median",
+                          "pruner_options": {"n_startup_trials": 0, "n_warmup_steps": 0}}
+    space = SearchSpace({"x": Uniform(0.0, 1.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = Study(mixed_outcomes, space, n_trials=6, **kw).optimize()
+        assert _same(first, hposdk.load_study("s", storage=tmp_path))
+        resumed = Study(mixed_outcomes, space, n_trials=12, **kw).optimize()
+    assert _same(resumed, hposdk.load_study("s", storage=tmp_path))
+    assert {t.state for t in resumed.trials} >= {TrialState.COMPLETE, TrialState.FAILED, TrialState.PRUNED}
+    assert [t.model_dump_json() for t in resumed.trials[:6]] == [t.model_dump_json() for t in first.trials]
+    assert all(t.attempt == 2 for t in resumed.trials if t.state is TrialState.FAILED)
+
+
 def test_a_truncated_last_line_from_a_crash_is_ignored(tmp_path: Path) -> None:
     kw: dict[str, Any] = {"metric": "loss", "optimizer": "random", "storage": tmp_path, "name": "s",
                           "progress": False, "seed": 0}

@@ -531,6 +531,28 @@ def test_results_name_the_ray_experiment_and_show_works(ray_runtime, tmp_path, c
     assert "Best trial" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("tensorboard", [False, True])
+def test_ray_result_files_and_tensorboard_only_when_asked(ray_runtime, tmp_path, tensorboard):
+    # Ray's TensorBoard logger imports torch into the driver (~1.4 s a study), so it is opt-in;
+    # the CSV and JSON result files Ray's own tools read are written either way.
+    result = _study(tmp_path, objectives.quadratic, SPACE, optimizer="random", n_trials=1, seed=0,
+                    name=f"tb-{tensorboard}", backend_options={"tensorboard": tensorboard}).optimize()
+    trial_dir = Path(result.trials[0].info["ray_trial_dir"])
+    assert (trial_dir / "result.json").is_file() and (trial_dir / "progress.csv").is_file()
+    assert bool(list(trial_dir.glob("events.out.tfevents.*"))) is tensorboard
+
+
+def test_tensorboard_without_tensorboardx_is_refused_before_compute(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"tensorboard=True .* pip install tensorboardX"):
+        _study(tmp_path, objectives.quadratic, SPACE, optimizer="random", n_trials=1,
+               backend_options={"tensorboard": True})
+
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ray_itwinai"
 
 
