@@ -151,10 +151,25 @@ def _hposdk_ray(n: int, root: Path, seed: int) -> int:
     return n
 
 
-def _tuner(n: int, root: Path, seed: int) -> int:
+def tuner_loggers(default_loggers: bool = False) -> tuple[list[Any], dict[str, str]]:
+    """(callbacks, environment) for a hand-written Tuner that writes what hposdk on Ray writes.
+
+    hposdk keeps Ray's CSV and JSON result files and leaves TensorBoard's out unless asked; Ray's
+    default adds a TensorBoard logger, which imports tensorboardX and torch into the driver.
+    """
+    if default_loggers:
+        return [], {}
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [CSVLoggerCallback(), JsonLoggerCallback()], {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+def _tuner(n: int, root: Path, seed: int, default_loggers: bool = False) -> int:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    callbacks, env = tuner_loggers(default_loggers)
+    os.environ.update(env)
     tuner = tune.Tuner(
         _ray_trainable,
         param_space={"x": tune.uniform(0.0, 1.0)},
@@ -162,9 +177,14 @@ def _tuner(n: int, root: Path, seed: int) -> int:
             metric="loss", mode="min", num_samples=n, reuse_actors=True, max_concurrent_trials=1,
             search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=1),
         ),
-        run_config=tune.RunConfig(name=f"bench-{n}-{seed}-{time.monotonic_ns()}", storage_path=str(root), verbose=0),
+        run_config=tune.RunConfig(name=f"bench-{n}-{seed}-{time.monotonic_ns()}", storage_path=str(root), verbose=0,
+                                  callbacks=callbacks),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
     if len(grid) != n:
         raise RuntimeError(f"the Tuner finished {len(grid)} of {n} trials")
     return n
@@ -342,7 +362,7 @@ Study(_ray_objective, SearchSpace({"x": Uniform(0.0, 1.0)}), metric="loss", back
 _RAY_TUNER = """
 from pathlib import Path
 from benchmarks.overhead import _tuner
-_tuner(1, Path(%(root)r), 0)
+_tuner(1, Path(%(root)r), 0, default_loggers=%(default)r)
 """
 
 
@@ -355,8 +375,9 @@ def startup_times(root: Path, repeats: int = 3, ray: bool = True) -> dict[str, A
     out["local"] = statistics.median(local)
     out["optuna"] = statistics.median(raw)
     if ray:
-        for key, body in (("ray", _RAY_HPOSDK), ("tuner", _RAY_TUNER)):
-            code = _RAY_FIRST % {"body": body % {"root": str(root / key)}}
+        for key, body, default in (("ray", _RAY_HPOSDK, False), ("tuner", _RAY_TUNER, False),
+                                   ("tuner_default", _RAY_TUNER, True)):
+            code = _RAY_FIRST % {"body": body % {"root": str(root / key), "default": default}}
             res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                  env={**os.environ, **env, "RAY_AIR_NEW_OUTPUT": "0"})
             mem, secs = res.stdout.strip().splitlines()[-2:]

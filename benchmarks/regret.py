@@ -10,6 +10,7 @@ Simple regret = the exact value of the best point found within the budget minus 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import shutil
@@ -175,15 +176,26 @@ def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tu
     if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
         n = schedule(units)[0]  # exactly the evaluations raw hpbandster runs for this budget
     else:
-        n = math.ceil(units)
-    while True:  # pruned trials cost less: resume with more trials until the budget is spent
+        # Pruned trials cost less, so how many trials spend the budget is known only afterwards.
+        # Start from what the previous seed of this arm needed (units of one process run one
+        # after another): each resume below costs a study start (on Ray, seconds).
+        # Not for Ray's BOHB: its HyperBand fills brackets from the trials it is given, so the
+        # number given changes what it runs within the budget.
+        hint = _TRIALS_NEEDED.get((problem.name, arm.label, units), 0) if arm.pruner is not None else 0
+        n = max(math.ceil(units), hint)
+    while True:  # resume with more trials until the budget is spent; the regret is read at the budget
         study = _study(problem, arm, seed, root, n, name)
         result = study.optimize()
         by_reports = result.optimizer not in ("bohb", "hyperband") or arm.backend != "local"
         hist = history_of(result, by_reports=by_reports)
         if spent(hist) >= units or n > 50 * units:
+            _TRIALS_NEEDED[(problem.name, arm.label, units)] = math.ceil(n * 1.1)
             return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result)
         n += max(5, n // 2)
+
+
+#: (problem, arm, units) -> trials that spent the budget for an earlier seed, plus a margin.
+_TRIALS_NEEDED: dict[tuple[str, str, float], int] = {}
 
 
 def _run_raw_optuna(problem: Problem, arm: Arm, seed: int) -> tuple[float, int, str]:
@@ -252,6 +264,8 @@ def _ray_init() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        # The pool's processes end with the pool: stop this runtime (raylet, GCS, workers) then.
+        atexit.register(ray.shutdown)
 
 
 def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) -> list[Outcome]:
@@ -260,13 +274,16 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
 
     ctx = multiprocessing.get_context("spawn")
     root = tempfile.mkdtemp(prefix="hposdk-regret-")
-    ray_units = [u for u in units if u.arm.backend == "ray"]
+    ray_units = sorted((u for u in units if u.arm.backend == "ray"),
+                       key=lambda u: not PROBLEMS[u.problem].multi_fidelity)  # the slowest first
     other = [u for u in units if u.arm.backend != "ray"]
     # Longest first, so that a slow arm does not start last.
     other.sort(key=lambda u: (u.arm.optimizer not in ("gp", "auto", "bohb", "hyperband"), u.problem))
     futures: list[Future[Outcome]] = []
     outcomes = []
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    # One process for every Ray unit, with one Ray runtime: a second runtime (raylet, GCS, prestarted
+    # workers) costs more CPU than it saves on two cores.
     ray_pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_ray_init) if ray_units else None
     try:
         if ray_pool is not None:
@@ -279,20 +296,12 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
                 failed = (f"; {out.unit.problem} {out.unit.arm.label} seed {out.unit.seed} FAILED: "
                           f"{(out.error or '').strip().splitlines()[-1]}") if out.error else ""
                 print(f"  regret: {done}/{len(futures)} units{failed}", flush=True)
-        if ray_pool is not None:
-            ray_pool.submit(_ray_shutdown).result()
     finally:
         pool.shutdown(cancel_futures=True)
         if ray_pool is not None:
             ray_pool.shutdown(cancel_futures=True)
         shutil.rmtree(root, ignore_errors=True)
     return outcomes
-
-
-def _ray_shutdown() -> None:
-    import ray
-
-    ray.shutdown()
 
 
 # --- summaries ----------------------------------------------------------------------------------

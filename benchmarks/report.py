@@ -159,13 +159,19 @@ def _overhead_md(r: dict[str, Any]) -> list[str]:
             if "ray" in st:
                 out.append(f"| Ray backend vs hand-written Tuner (incl. `ray.init`) | {st['ray']:.1f} s "
                            f"(peak {st['ray_gib']:.2f} GiB) | {st['tuner']:.1f} s (peak {st['tuner_gib']:.2f} GiB) |")
-            out += ["", "Peak memory: resident set of the driver and every process it started (raylet, GCS, workers)."]
+                if "tuner_default" in st:
+                    out.append(f"| the same Tuner with Ray's default loggers (TensorBoard's too) | | "
+                               f"{st['tuner_default']:.1f} s (peak {st['tuner_default_gib']:.2f} GiB) |")
+            out += ["", "Peak memory: resident set of the driver and every process it started (raylet, GCS, workers). "
+                    "Every hand-written Tuner here writes what hposdk on Ray writes, Ray's CSV and JSON result "
+                    "files; Ray's default also adds a TensorBoard logger, which imports tensorboardX and torch into "
+                    "the driver (hposdk: `backend_options={'tensorboard': True}`)."]
     local = r.get("local")
     if local:
         out += ["", "### Local backend vs Optuna, same sampler (ms per trial)", "",
                 "CPU time of the benchmark process per trial (median of the runs; wall-clock ratio in its own "
-                "column). hposdk includes its durable journal (two flushed lines per trial) and reading the "
-                "record back at the end.", "",
+                "column). hposdk includes its durable journal (two flushed lines per trial) and building its "
+                "result at the end.", "",
                 "| sampler | trials | runs | hposdk local | Optuna in-memory | hposdk / in-memory (CPU) | (wall) "
                 "| Optuna journal file | Optuna SQLite |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -227,8 +233,11 @@ def _regret_md(r: dict[str, Any]) -> list[str]:
         labels += [label for label in table[p] if label not in labels]
     fewer = reg.get("ray_mf_seeds", reg["seeds"])
     out = ["", f"### Simple regret: median [IQR] over {reg['seeds']} seeds", "",
-           *([f"Except the Ray arms and raw hpbandster on hartmann6_mf: {fewer} seeds (each seed of those costs about "
-              "100 s; `--ray-mf-seeds 10` runs all ten).", ""] if fewer < reg["seeds"] else []),
+           *([f"Except the Ray arms on hartmann6_mf: {fewer} seeds (`--ray-mf-seeds`).", ""]
+             if fewer < reg["seeds"] else []),
+           *([f"Raw hpbandster (a reference, not a backend): {raw} seeds; local/bohb reproduces it evaluation "
+              "for evaluation, so their regrets are identical seed by seed (the adapter check below).", ""]
+             if (raw := reg.get("raw_hpbandster_seeds", reg["seeds"])) < reg["seeds"] else []),
            "Problems: " + "; ".join(f"**{p}**: {problems[p]}" for p in names) + ".", "",
            "| optimizer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label in labels:
