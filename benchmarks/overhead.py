@@ -168,8 +168,9 @@ def _tuner(n: int, root: Path, seed: int, default_loggers: bool = False) -> int:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from hposdk.backends.ray import _environ
+
     callbacks, env = tuner_loggers(default_loggers)
-    os.environ.update(env)
     tuner = tune.Tuner(
         _ray_trainable,
         param_space={"x": tune.uniform(0.0, 1.0)},
@@ -180,11 +181,8 @@ def _tuner(n: int, root: Path, seed: int, default_loggers: bool = False) -> int:
         run_config=tune.RunConfig(name=f"bench-{n}-{seed}-{time.monotonic_ns()}", storage_path=str(root), verbose=0,
                                   callbacks=callbacks),
     )
-    try:
+    with _environ(**env):
         grid = tuner.fit()
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
     if len(grid) != n:
         raise RuntimeError(f"the Tuner finished {len(grid)} of {n} trials")
     return n

@@ -7,7 +7,6 @@ start to the last trial's end.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,12 @@ def engine_efficiency(backend: str, n_trials: int, sleep_s: float, root: Path, m
         from ray import tune
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
+        from hposdk.backends.ray import _environ
+
         from .overhead import tuner_loggers
 
         callbacks, env = tuner_loggers()
-        os.environ.update(env)
-        tune.Tuner(
+        tuner = tune.Tuner(
             _sleepy_trainable,
             param_space={"x": tune.uniform(0.0, 1.0), "sleep": sleep_s},
             tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n_trials, reuse_actors=True,
@@ -72,9 +72,9 @@ def engine_efficiency(backend: str, n_trials: int, sleep_s: float, root: Path, m
                                         search_alg=BasicVariantGenerator(random_state=0)),
             run_config=tune.RunConfig(name=f"parallel-{time.monotonic_ns()}", storage_path=str(root), verbose=0,
                                       callbacks=callbacks),
-        ).fit()
-        for key in env:
-            os.environ.pop(key, None)
+        )
+        with _environ(**env):
+            tuner.fit()
     else:
         import optuna
 

@@ -11,10 +11,9 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,7 +30,7 @@ from ._sqlrecord import SharedRunSession, SqlRecord, is_url
 from .backends._base import Budget, RunSession, StudySpec
 from .backends._registry import get_backend
 from .exceptions import BindingError, ConfigError, ObjectiveError, SpaceError, StudyRecordError, UnsupportedError
-from .result import StudyResult
+from .result import StudyResult, TrialResult
 from .spaces import SearchSpace
 from .spaces._errors import format_validation_error, skip_init_in_validation
 from .trial import Trial
@@ -631,8 +630,7 @@ class Study:
             # The record holds exactly what the session saw: build the result from memory rather
             # than replaying the file (a replay costs as much as the journal writes themselves).
             unfinished_now = [*session.running, *(s.number for s in session.rerun)]
-            return _result_of(SimpleNamespace(header=header, finished=session.finished, unfinished=unfinished_now),
-                              str(path))
+            return _result_of(header, session.finished, unfinished_now, str(path))
 
         return self._run(session, journal, progress, result)
 
@@ -716,7 +714,7 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
             state = record.read()
         finally:
             record.close()
-        return _result_of(state, f"{url}#{name_or_path}")
+        return _result_of(state.header, state.finished, state.unfinished, f"{url}#{name_or_path}")
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "study.jsonl"
@@ -729,11 +727,14 @@ def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[
                 f"no study named {str(name_or_path)!r} in {root}"
                 + (f"; studies there: {', '.join(known)}" if known else " (no studies there)")
             )
-    return _result_of(read_record(path), str(path))
+    state = read_record(path)
+    return _result_of(state.header, state.finished, state.unfinished, str(path))
 
 
-def _result_of(state: Any, where: str) -> StudyResult:
-    h = state.header
+def _result_of(h: dict[str, Any], finished: Mapping[int, TrialResult], unfinished: Iterable[int],
+               where: str) -> StudyResult:
+    """A StudyResult from a record's header, its finished trials and the numbers left unfinished."""
+    running_or_lost = sorted(unfinished)
     return StudyResult(
         name=h["name"],
         metric=h["metric"],
@@ -743,8 +744,8 @@ def _result_of(state: Any, where: str) -> StudyResult:
         backend=h.get("backend", "local"),
         optimizer=h.get("optimizer", ""),
         space=SearchSpace.from_dict(h["space"]),
-        trials=tuple(state.finished[n] for n in sorted(state.finished)),
+        trials=tuple(finished[n] for n in sorted(finished)),
         record_path=where,
-        info={**({"running_or_lost": sorted(state.unfinished)} if state.unfinished else {}),
+        info={**({"running_or_lost": running_or_lost} if running_or_lost else {}),
               **({"optimizer_choice": h["optimizer_choice"]} if h.get("optimizer_choice") else {})},
     )

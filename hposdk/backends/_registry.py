@@ -70,11 +70,9 @@ def get_backend(name: str) -> type[Backend]:
     """
     # Registered and built-in names first: scanning the installed packages' entry points costs
     # ~8 ms, as much as a hundred random-search trials, so it is paid only for a plugin's name.
-    entry = _EXTRA.get(name) or _BUILTIN.get(name)
+    entry = _EXTRA.get(name) or _BUILTIN.get(name) or _entries().get(name)
     if entry is None:
-        entries = _entries()
-        entry = entries.get(name)
-    if entry is None:
+        entries = _entries()  # scanned again, on the error path only, to list every known name
         close = difflib.get_close_matches(name, list(entries), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise BackendNotFoundError(
