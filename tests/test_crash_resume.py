@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from crash_helpers import DRIVER_STOPS, finished_numbers
 
 from hposdk import load_study
 
@@ -27,20 +27,6 @@ fixed: {{sleep: 0.25, log_path: {log}}}
 space:
   x: {{type: uniform, low: 0.0, high: 1.0}}
 """
-
-
-def finished_numbers(record: Path) -> set[int]:
-    if not record.exists():
-        return set()
-    out = set()
-    for line in record.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if ev.get("event") == "finish":
-            out.add(ev["trial"]["number"])
-    return out
 
 
 def start(tmp_path: Path, optimizer: str, workers: int) -> tuple[subprocess.Popen[bytes], Path, Path, list[str]]:
@@ -62,14 +48,7 @@ def wait_for(record: Path, n: int, proc: subprocess.Popen[bytes], timeout: float
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "optimizer", "workers", "group"), [
-    (signal.SIGKILL, "tpe", 1, False),
-    (signal.SIGKILL, "random", 2, False),
-    (signal.SIGINT, "random", 1, False),
-    (signal.SIGTERM, "tpe", 2, False),
-    (signal.SIGTERM, "random", 2, True),  # Slurm/Kubernetes signal every process of the job
-    (signal.SIGINT, "tpe", 2, True),  # Ctrl-C in a terminal reaches the whole foreground group
-])
+@DRIVER_STOPS
 def test_killed_or_stopped_driver_resumes_without_repeating_completed_trials(
     tmp_path: Path, sig: signal.Signals, optimizer: str, workers: int, group: bool
 ) -> None:

@@ -15,7 +15,6 @@ whatever does).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_helpers import DRIVER_STOPS, events, finished_numbers, started_numbers
 
 from hposdk import load_study
 from hposdk.result import TrialState
@@ -55,29 +55,6 @@ fixed: {{sleep: {sleep}, log_path: {log}}}
 space:
   x: {{type: uniform, low: 0.0, high: 1.0}}
 """
-
-
-# --- reading the record ------------------------------------------------------------------------------
-
-
-def events(record: Path) -> list[dict[str, Any]]:
-    if not record.exists():
-        return []
-    out = []
-    for line in record.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written, or cut short by SIGKILL
-    return out
-
-
-def finished_numbers(record: Path) -> set[int]:
-    return {ev["trial"]["number"] for ev in events(record) if ev.get("event") == "finish"}
-
-
-def started_numbers(record: Path) -> set[int]:
-    return {ev["number"] for ev in events(record) if ev.get("event") == "start"}
 
 
 # --- processes -----------------------------------------------------------------------------------------
@@ -348,15 +325,7 @@ def clearml_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "optimizer", "workers", "group"), [
-    (signal.SIGKILL, "tpe", 1, False),
-    (signal.SIGKILL, "random", 2, False),
-    (signal.SIGINT, "random", 1, False),
-    (signal.SIGTERM, "tpe", 2, False),
-    (signal.SIGTERM, "random", 2, True),
-    (signal.SIGINT, "tpe", 2, True),
-], ids=["kill-inline-tpe", "kill-pool-random", "int-inline-random", "term-pool-tpe", "term-group-random",
-        "int-group-tpe"])
+@DRIVER_STOPS
 def test_clearml_local_driver_killed_or_stopped_resumes(
     tmp_path: Path, clearml_env: dict[str, str], sig: signal.Signals, optimizer: str, workers: int, group: bool
 ) -> None:
