@@ -28,7 +28,7 @@ from hposdk.result import StudyResult, TrialState
 from .functions import hartmann6, hartmann6_mf
 from .problems import H6, MF_ETA, MF_MAX, MF_MIN
 
-__all__ = ["History", "history_of", "raw_hpbandster", "regret_at", "schedule"]
+__all__ = ["History", "as_evaluations", "history_of", "raw_hpbandster", "ray_bohb_trials", "regret_at", "schedule"]
 
 # (cost, true value of the trial's point or None when it is not an incumbent candidate, observed value, budget)
 History = list[tuple[float, float | None, float, float]]
@@ -51,6 +51,55 @@ def schedule(n_units: float) -> tuple[int, int]:
                 if spent >= n_units * MF_MAX:
                     return evals, it + 1
         it += 1
+
+
+def _brackets() -> list[tuple[int, list[float]]]:
+    """One Hyperband iteration per bracket, as hpbandster runs them: (configurations, rung budgets)."""
+    from hposdk.backends import hpbandster as hb
+
+    budgets = hb.budgets(MF_MIN, MF_MAX, MF_ETA)
+    s_max = len(budgets)
+    return [(int(math.floor(s_max / (s + 1)) * MF_ETA**s), budgets[-s - 1:]) for s in range(s_max - 1, -1, -1)]
+
+
+def ray_bohb_trials(n_units: float) -> int:
+    """Trials that Ray's BOHB (hposdk's brackets, paused trials continued) needs to spend ``n_units``.
+
+    Whole brackets: on Ray a trial paused at a rung and promoted later continues from where it
+    stopped, so promoting it from budget 3 to 9 costs 6 epochs (on hpbandster, 9).
+    """
+    spent = trials = 0.0
+    while True:
+        for n0, rungs in _brackets():
+            trials += n0
+            n, done = float(n0), 0.0
+            for budget in rungs:
+                spent += n * (budget - done)
+                n, done = max(math.floor(n / MF_ETA), 1), budget
+            if spent >= n_units * MF_MAX:
+                return int(trials)
+
+
+def as_evaluations(result: StudyResult) -> History:
+    """A Ray BOHB run as the evaluations hpbandster would have made for the same decisions.
+
+    Trial numbers give each trial's bracket (hposdk's Ray scheduler fills the brackets in order,
+    each with its hpbandster size); a trial that reached rung budget b counts as one evaluation
+    at every rung of its bracket up to b, each costing its full budget and observing the report
+    at that budget, in successive-halving order (bracket by bracket, rung by rung).
+    """
+    # (bracket index, its rungs) of each trial number within one Hyperband iteration
+    slots = [(index, rungs) for index, (n0, rungs) in enumerate(_brackets()) for _ in range(n0)]
+    keyed: list[tuple[tuple[int, int, int, int], tuple[float, float | None, float, float]]] = []
+    for t in result.trials:
+        band, pos = divmod(t.number, len(slots))
+        index, rungs = slots[pos]
+        true = hartmann6([t.params[d] for d in H6])
+        for k, budget in enumerate(b for b in rungs if b <= len(t.reports)):
+            loss = t.reports[int(budget) - 1].metrics.get("loss")
+            if loss is not None:
+                keyed.append(((band, index, k, t.number), (budget, true, float(loss), budget)))
+    return [entry for _, entry in sorted(keyed, key=lambda e: e[0])]
 
 
 def history_of(result: StudyResult, by_reports: bool) -> History:

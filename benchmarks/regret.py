@@ -122,6 +122,9 @@ class Outcome:
     evaluations: int
     chosen: str = ""
     error: str | None = None
+    #: Ray's BOHB: the regret of the same run counted as hpbandster's evaluations (see
+    #: multifidelity.as_evaluations), which is what the adapter check compares with local/bohb.
+    regret_evaluations: float | None = None
 
 
 # --- running one unit ---------------------------------------------------------------------------
@@ -168,19 +171,20 @@ def _run_single(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[floa
     return (min(values) if values else math.nan), len(result.trials), _chosen(study, result)
 
 
-def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str]:
-    from .multifidelity import history_of, regret_at, schedule, spent
+def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str, float | None]:
+    from .multifidelity import as_evaluations, history_of, ray_bohb_trials, regret_at, schedule, spent
 
     units = float(problem.units or 0)
     name = f"{problem.name}-{arm.backend}-{arm.optimizer}{'-' + arm.pruner if arm.pruner else ''}-{seed}"
     if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
         n = schedule(units)[0]  # exactly the evaluations raw hpbandster runs for this budget
+    elif arm.backend == "ray" and arm.optimizer == "bohb":
+        # Whole brackets in one run: a resumed run would open a new Hyperband iteration.
+        n = ray_bohb_trials(units)
     else:
         # Pruned trials cost less, so how many trials spend the budget is known only afterwards.
         # Start from what the previous seed of this arm needed (units of one process run one
         # after another): each resume below costs a study start (on Ray, seconds).
-        # Not for Ray's BOHB: its HyperBand fills brackets from the trials it is given, so the
-        # number given changes what it runs within the budget.
         hint = _TRIALS_NEEDED.get((problem.name, arm.label, units), 0) if arm.pruner is not None else 0
         n = max(math.ceil(units), hint)
     while True:  # resume with more trials until the budget is spent; the regret is read at the budget
@@ -190,7 +194,9 @@ def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tu
         hist = history_of(result, by_reports=by_reports)
         if spent(hist) >= units or n > 50 * units:
             _TRIALS_NEEDED[(problem.name, arm.label, units)] = math.ceil(n * 1.1)
-            return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result)
+            evaluations = (regret_at(as_evaluations(result), units, problem.minimum)
+                           if arm.backend == "ray" and arm.optimizer == "bohb" else None)
+            return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result), evaluations
         n += max(5, n // 2)
 
 
@@ -237,6 +243,7 @@ def run_unit(unit: Unit, root: str) -> Outcome:
         problem = replace(problem, units=unit.units)
     where = Path(tempfile.mkdtemp(prefix="unit-", dir=root))
     start = time.perf_counter()
+    evaluations = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -245,10 +252,10 @@ def run_unit(unit: Unit, root: str) -> Outcome:
             elif unit.arm.backend == "raw-hpbandster":
                 regret, n, chosen = _run_raw_hpbandster(problem, unit.arm, unit.seed)
             elif problem.multi_fidelity:
-                regret, n, chosen = _run_multi_fidelity(problem, unit.arm, unit.seed, where)
+                regret, n, chosen, evaluations = _run_multi_fidelity(problem, unit.arm, unit.seed, where)
             else:
                 regret, n, chosen = _run_single(problem, unit.arm, unit.seed, where)
-        return Outcome(unit, regret, time.perf_counter() - start, n, chosen)
+        return Outcome(unit, regret, time.perf_counter() - start, n, chosen, regret_evaluations=evaluations)
     except Exception:
         return Outcome(unit, math.nan, time.perf_counter() - start, 0, "", traceback.format_exc()[-2000:])
     finally:
@@ -327,6 +334,8 @@ def summarize(outcomes: Sequence[Outcome], twins: dict[tuple[str, str], str] | N
         cell = table.setdefault(o.unit.problem, {}).setdefault(
             o.unit.arm.label, {"regrets": {}, "seconds": [], "chosen": set(), "errors": []})
         cell["regrets"][o.unit.seed] = o.regret
+        if o.regret_evaluations is not None:
+            cell.setdefault("regrets_evaluations", {})[o.unit.seed] = o.regret_evaluations
         cell["seconds"].append(o.seconds)
         if o.chosen:
             cell["chosen"].add(o.chosen)
@@ -372,7 +381,12 @@ def auto_goals(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def adapter_check(table: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The same optimizer on several backends: identical per seed, or a Mann-Whitney U p-value."""
+    """The same optimizer on several backends: identical per seed, or a Mann-Whitney U p-value.
+
+    Where a backend's runs also carry ``regrets_evaluations`` (Ray's BOHB, which continues paused
+    trials where hpbandster starts each evaluation afresh), those are compared: the same budget
+    counted the same way, so that a difference would be the optimizer's, not the cost model's.
+    """
     from scipy.stats import mannwhitneyu
 
     rows = []
@@ -386,12 +400,14 @@ def adapter_check(table: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str,
             labels.sort(key=lambda label: (not label.startswith("local/"), label))
             base = labels[0]
             for other in labels[1:]:
-                a, b = arms[base]["regrets"], arms[other]["regrets"]
+                a = arms[base].get("regrets_evaluations") or arms[base]["regrets"]
+                b = arms[other].get("regrets_evaluations") or arms[other]["regrets"]
                 seeds = sorted(set(a) & set(b))
                 xa = [a[s] for s in seeds if not math.isnan(a[s]) and not math.isnan(b[s])]
                 xb = [b[s] for s in seeds if not math.isnan(a[s]) and not math.isnan(b[s])]
                 identical = bool(xa) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(xa, xb))
                 p = 1.0 if identical or len(xa) < 2 else float(mannwhitneyu(xa, xb).pvalue)
                 rows.append({"problem": problem, "optimizer": opt, "a": base, "b": other, "identical": identical,
-                             "p": p, "same": identical or p >= 0.05})
+                             "p": p, "same": identical or p >= 0.05,
+                             "as_evaluations": any("regrets_evaluations" in arms[x] for x in (base, other))})
     return rows

@@ -282,9 +282,16 @@ def _regret_md(r: dict[str, Any]) -> list[str]:
                 "(same if p >= 0.05).", "", "| problem | optimizer | backends | identical | p | same |",
                 "|---|---|---|---|---:|---|"]
         for a in adapters:
-            out.append(f"| {a['problem']} | {a['optimizer']} | {a['a']} vs {a['b']} "
+            out.append(f"| {a['problem']} | {a['optimizer']} | {a['a']} vs {a['b']}"
+                       f"{' (as evaluations)' if a.get('as_evaluations') else ''} "
                        f"| {'yes' if a['identical'] else 'no'}"
                        f" | {a['p']:.3f} | {'yes' if a['same'] else '**no**'} |")
+        if any(a.get("as_evaluations") for a in adapters):
+            out += ["", "*As evaluations*: Ray's BOHB continues a paused trial where hpbandster starts every "
+                    "evaluation afresh, so at the same epochs it gets further (its row in the regret table). To "
+                    "compare the optimizer itself, its runs are counted as the evaluations hpbandster would have made "
+                    "for the same decisions (each rung a trial reached costs that rung's full budget), at the same "
+                    "budget."]
     return out
 
 

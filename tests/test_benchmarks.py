@@ -59,3 +59,33 @@ def test_quick_run_tables_have_the_expected_rows_and_columns(quick_run: tuple[Pa
     assert not regret["errors"], regret["errors"]
     assert "#### optimizer='auto' against the peers" in md
     assert set(regret["goals"]["per_problem"]) == set(regret["table"])
+
+
+def _band(n_reports: list[int], start: int = 0) -> object:
+    from hposdk.result import ReportRecord, StudyResult, TrialResult, TrialState
+
+    trials = [TrialResult(number=start + i, params={f"x{d}": 0.5 for d in range(6)},
+                          state=TrialState.COMPLETE if r == 27 else TrialState.PRUNED, value=1.0 / r,
+                          reports=tuple(ReportRecord(step=s, metrics={"loss": 1.0 / (s + 1)}) for s in range(r)),
+                          budget=float(r))
+              for i, r in enumerate(n_reports)]
+    return StudyResult(name="band", trials=tuple(trials), metric="loss", mode="min")
+
+
+def test_ray_bohb_accounting_matches_hpbandsters_schedule() -> None:
+    # One Hyperband iteration of budgets 1..27, eta 3 as Ray runs it (hpbandster's brackets: 27, 9,
+    # 6, 4 configurations): continued trials cost their reports, 342 epochs; counted as
+    # hpbandster's fresh evaluations, the same decisions cost 405 epochs in 65 evaluations, which
+    # is what benchmarks.multifidelity.schedule gives hpbandster for 15 units.
+    from benchmarks.multifidelity import as_evaluations, ray_bohb_trials, schedule
+
+    reports = [1] * 18 + [3] * 6 + [9] * 2 + [27] + [3] * 6 + [9] * 2 + [27] + [9] * 4 + [27] * 2 + [27] * 4
+    assert len(reports) == 46
+    evaluations = as_evaluations(_band(reports))  # type: ignore[arg-type]
+    assert len(evaluations) == 65 and sum(c for c, *_ in evaluations) == 405
+    assert schedule(405 / 27) == (65, 4)
+    assert sum(reports) == 342 and ray_bohb_trials(342 / 27) == 46
+    # successive-halving order: every rung-1 evaluation of the first bracket comes before its rung 3
+    assert [b for *_, b in evaluations[:28]] == [1.0] * 27 + [3.0]
+    # a second iteration's trials fall into the same brackets
+    assert len(as_evaluations(_band(reports + reports))) == 130  # type: ignore[arg-type]

@@ -396,6 +396,46 @@ def test_bohb_pauses_and_resumes_from_checkpoints(ray_runtime, tmp_path):
     assert result.best.budget == 9.0
 
 
+@pytest.mark.parametrize(("optimizer", "pruner"), [("bohb", None), ("random", "hyperband")])
+def test_hyperband_runs_hpbandsters_brackets_in_every_iteration(ray_runtime, tmp_path, optimizer, pruner):
+    # Budgets 1..9, eta 3: hpbandster's brackets start 9 trials at budget 1 (3 continue to 3, 1 to
+    # 9), 3 at budget 3 (1 continues to 9), 3 at budget 9: 15 trials per Hyperband iteration. Ray's
+    # own HyperBandForBOHB starts 5 in the middle bracket, and once its first bracket has finished
+    # it adds every later trial to that bracket's last rung (the full budget, never stopped); Ray's
+    # HyperBandScheduler, given one trial at a time, stops none.
+    space = SearchSpace({"x": Uniform(0.0, 1.0)})
+    result = _study(tmp_path, objectives.learning_curve, space, optimizer=optimizer, pruner=pruner, n_trials=30,
+                    seed=3, budget={"min_budget": 1, "max_budget": 9, "eta": 3}, fixed={"steps": 9}).optimize()
+    reports = [len(t.reports) for t in _by_number(result)]
+    iteration = [Counter({1: 6, 3: 2, 9: 1}), Counter({3: 2, 9: 1}), Counter({9: 3})]
+    for start in (0, 15):
+        got = [Counter(reports[start + a:start + b]) for a, b in ((0, 9), (9, 12), (12, 15))]
+        assert got == iteration, (start, reports)
+    assert {t.budget for t in result.trials} == {1.0, 3.0, 9.0}
+    assert result.best.budget == 9.0 and result.best.state is TrialState.COMPLETE
+
+
+def test_bohb_model_learns_full_budget_results(tmp_path):
+    # Ray's scheduler hands BOHB a result only where it decides (the rungs below max_budget);
+    # hpbandster's model also learns from full-budget results, so the coordinator tells it.
+    from hposdk.backends._base import RunSession
+    from hposdk.backends.ray import _searcher
+    from hposdk.backends.ray._driver import Coordinator, _Task
+
+    spec = _study(tmp_path, objectives.quadratic, SPACE, optimizer="bohb", n_trials=5,
+                  budget={"min_budget": 1, "max_budget": 9, "eta": 3}).spec
+    session = RunSession(spec, journal=None, finished={}, unfinished=[], next_number=0, progress=None)
+    inner = _searcher(spec)
+    coordinator = Coordinator(spec, session, inner, "unused")
+    for trial_id, x, iterations in (("full", 0.25, 9), ("stopped", 0.5, 3)):
+        inner.suggest(trial_id)
+        coordinator.tasks[trial_id] = _Task(trial_id, 0, {"x": x}, 9.0, 1, 0.0, True, iterations=iterations,
+                                            outcome={"state": "COMPLETE", "value": x})
+        coordinator.searcher_complete(trial_id, error=False)
+    assert inner.bohber.losses.get(9.0) == [0.25]
+    assert 3.0 not in inner.bohber.losses
+
+
 def flaky(trial: Trial) -> dict[str, float]:
     """Fails on the first attempt of every trial (transient), succeeds on the next."""
     marker = trial.workdir / "attempted"

@@ -7,14 +7,17 @@ What runs where:
 * **optimizers** -- ``grid`` and ``random`` points come from the hposdk space model (a small Ray
   ``Searcher`` proposes them), so the same seed gives the same trials as on the local backend;
   ``tpe`` is Ray's ``OptunaSearch`` over hposdk's exact Optuna distributions with a seeded
-  ``TPESampler`` (``optimizer_options`` are the sampler's); ``bohb`` is Ray's ``TuneBOHB`` with
-  ``HyperBandForBOHB`` over the study's ``budget`` (``optimizer_options`` are BOHB's model
-  options).
+  ``TPESampler`` (``optimizer_options`` are the sampler's); ``bohb`` is Ray's ``TuneBOHB``
+  (``optimizer_options`` are BOHB's model options) scheduled by synchronous Hyperband over the
+  study's ``budget``: Ray's ``HyperBandForBOHB`` with hpbandster's brackets, each filled once
+  (``_driver.SyncHyperBand``).
 * **pruners** (Ray schedulers, driven by ``trial.report``) -- ``asha``, ``hyperband``,
   ``median``; ``pruner_options`` are the scheduler's arguments. Progress is counted in reports
   (Ray's ``training_iteration``); with a study ``budget`` ASHA's ``max_t``, ``grace_period`` and
   ``reduction_factor`` default to ``max_budget``, ``min_budget`` and ``eta`` (HyperBand's
-  ``max_t`` and ``reduction_factor`` likewise). A Ray scheduler
+  ``max_t`` and ``reduction_factor`` likewise; ``hyperband`` runs BOHB's synchronous
+  Hyperband, since Ray's ``HyperBandScheduler`` stops nothing when trials come one at a
+  time). A Ray scheduler
   stops the objective at the report it decided on (``should_prune()`` stays False on Ray); the
   trial is recorded as PRUNED with that report's metrics. Schedulers never stop a trial merely
   for reaching ``max_t`` (``stop_last_trials`` is fixed to False): the objective decides when it
@@ -274,7 +277,9 @@ def _scheduler(spec: StudySpec) -> Any:
 
     if spec.optimizer == "bohb":
         assert spec.budget is not None
-        return schedulers.HyperBandForBOHB(
+        from ._driver import SyncHyperBand
+
+        return SyncHyperBand(
             time_attr="training_iteration", metric=spec.pruning_metric, mode=spec.goals.pruning_mode,
             max_t=int(spec.budget.max_budget), reduction_factor=spec.budget.eta, stop_last_trials=False,
         )
@@ -296,8 +301,14 @@ def _scheduler(spec: StudySpec) -> Any:
         options["stop_last_trials"] = False
     try:
         # With several objectives the scheduler watches the declared pruning metric.
-        return getattr(schedulers, SCHEDULERS[spec.pruner])(
-            metric=spec.pruning_metric, mode=spec.goals.pruning_mode, **options)
+        cls = getattr(schedulers, SCHEDULERS[spec.pruner])
+        if spec.pruner == "hyperband":
+            # Ray's HyperBandScheduler stops nothing when trials are proposed one at a time (see
+            # SyncHyperBand); its options are the same.
+            from ._driver import SyncHyperBand
+
+            cls = SyncHyperBand
+        return cls(metric=spec.pruning_metric, mode=spec.goals.pruning_mode, **options)
     except (AssertionError, ValueError, TypeError) as exc:
         # Ray validates scheduler arguments with `assert` (async_hyperband.py __init__).
         raise ConfigError(f"pruner_options ({spec.pruner}) {dict(spec.pruner_options)}: {exc or 'invalid'}") from None
