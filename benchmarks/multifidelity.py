@@ -34,32 +34,31 @@ __all__ = ["History", "as_evaluations", "history_of", "raw_hpbandster", "ray_boh
 History = list[tuple[float, float | None, float, float]]
 
 
-def schedule(n_units: float) -> tuple[int, int]:
-    """(evaluations, Hyperband iterations) whose total budget first reaches ``n_units`` full evaluations."""
+def _brackets() -> list[list[tuple[int, float]]]:
+    """One Hyperband iteration as hpbandster runs it: per bracket, (configurations, budget) per rung."""
     from hposdk.backends import hpbandster as hb
 
     budgets = hb.budgets(MF_MIN, MF_MAX, MF_ETA)
     s_max = len(budgets)
+    out = []
+    for s in range(s_max - 1, -1, -1):
+        n0 = int(math.floor(s_max / (s + 1)) * MF_ETA**s)
+        out.append([(max(int(n0 * MF_ETA ** (-k)), 1), b) for k, b in enumerate(budgets[-s - 1:])])
+    return out
+
+
+def schedule(n_units: float) -> tuple[int, int]:
+    """(evaluations, Hyperband iterations) whose total budget first reaches ``n_units`` full evaluations."""
+    brackets = _brackets()
     spent, evals, it = 0.0, 0, 0
     while True:
-        s = s_max - 1 - it % s_max
-        n0 = int(math.floor(s_max / (s + 1)) * MF_ETA**s)
-        for k, b in enumerate(budgets[-s - 1:]):
-            for _ in range(max(int(n0 * MF_ETA ** (-k)), 1)):
-                spent += b
+        for count, budget in brackets[it % len(brackets)]:
+            for _ in range(count):
+                spent += budget
                 evals += 1
                 if spent >= n_units * MF_MAX:
                     return evals, it + 1
         it += 1
-
-
-def _brackets() -> list[tuple[int, list[float]]]:
-    """One Hyperband iteration per bracket, as hpbandster runs them: (configurations, rung budgets)."""
-    from hposdk.backends import hpbandster as hb
-
-    budgets = hb.budgets(MF_MIN, MF_MAX, MF_ETA)
-    s_max = len(budgets)
-    return [(int(math.floor(s_max / (s + 1)) * MF_ETA**s), budgets[-s - 1:]) for s in range(s_max - 1, -1, -1)]
 
 
 def ray_bohb_trials(n_units: float) -> int:
@@ -68,16 +67,16 @@ def ray_bohb_trials(n_units: float) -> int:
     Whole brackets: on Ray a trial paused at a rung and promoted later continues from where it
     stopped, so promoting it from budget 3 to 9 costs 6 epochs (on hpbandster, 9).
     """
-    spent = trials = 0.0
+    spent, trials = 0.0, 0
     while True:
-        for n0, rungs in _brackets():
-            trials += n0
-            n, done = float(n0), 0.0
-            for budget in rungs:
-                spent += n * (budget - done)
-                n, done = max(math.floor(n / MF_ETA), 1), budget
+        for rungs in _brackets():
+            trials += rungs[0][0]
+            done = 0.0
+            for count, budget in rungs:
+                spent += count * (budget - done)
+                done = budget
             if spent >= n_units * MF_MAX:
-                return int(trials)
+                return trials
 
 
 def as_evaluations(result: StudyResult) -> History:
@@ -89,7 +88,7 @@ def as_evaluations(result: StudyResult) -> History:
     at that budget, in successive-halving order (bracket by bracket, rung by rung).
     """
     # (bracket index, its rungs) of each trial number within one Hyperband iteration
-    slots = [(index, rungs) for index, (n0, rungs) in enumerate(_brackets()) for _ in range(n0)]
+    slots = [(index, [b for _, b in rungs]) for index, rungs in enumerate(_brackets()) for _ in range(rungs[0][0])]
     keyed: list[tuple[tuple[int, int, int, int], tuple[float, float | None, float, float]]] = []
     for t in result.trials:
         band, pos = divmod(t.number, len(slots))

@@ -176,9 +176,10 @@ def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tu
 
     units = float(problem.units or 0)
     name = f"{problem.name}-{arm.backend}-{arm.optimizer}{'-' + arm.pruner if arm.pruner else ''}-{seed}"
+    ray_bohb = arm.backend == "ray" and arm.optimizer == "bohb"
     if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
         n = schedule(units)[0]  # exactly the evaluations raw hpbandster runs for this budget
-    elif arm.backend == "ray" and arm.optimizer == "bohb":
+    elif ray_bohb:
         # Whole brackets in one run: a resumed run would open a new Hyperband iteration.
         n = ray_bohb_trials(units)
     else:
@@ -194,8 +195,7 @@ def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tu
         hist = history_of(result, by_reports=by_reports)
         if spent(hist) >= units or n > 50 * units:
             _TRIALS_NEEDED[(problem.name, arm.label, units)] = math.ceil(n * 1.1)
-            evaluations = (regret_at(as_evaluations(result), units, problem.minimum)
-                           if arm.backend == "ray" and arm.optimizer == "bohb" else None)
+            evaluations = regret_at(as_evaluations(result), units, problem.minimum) if ray_bohb else None
             return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result), evaluations
         n += max(5, n // 2)
 
