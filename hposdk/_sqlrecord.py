@@ -117,8 +117,15 @@ class SqlRecord:
             try:
                 meta.create_all(self.engine, checkfirst=True)
                 break
-            except sa.exc.IntegrityError:
-                break  # another driver created the tables at the same moment
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+                # Another driver created the tables between our existence check and our CREATE
+                # (PostgreSQL: a unique violation in pg_type, or "relation ... already exists"):
+                # check again, which now finds its committed tables and creates what is missing.
+                raced = isinstance(exc, sa.exc.IntegrityError) or "already exists" in str(exc.orig)
+                if raced and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise StudyRecordError(f"cannot create the study tables in {url!r}: {exc.orig}") from None
             except sa.exc.OperationalError as exc:
                 # Drivers starting together on a new SQLite file can find it locked for a moment
                 # (creating tables, switching to the write-ahead log): wait for the other one.

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -241,3 +242,29 @@ def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cannot open the study database"):
         Study("hposdk.testing.objectives:quadratic", {"x": Uniform(0, 1)}, metric="loss", n_trials=1, storage=bad,
               progress=False).optimize()
+
+
+@pytest.mark.server
+def test_a_driver_that_loses_the_race_to_create_the_tables_opens_the_record(
+        postgres: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Drivers starting together: another one commits the tables between this driver's existence
+    # check and its CREATE TABLE, which PostgreSQL answers with "relation ... already exists".
+    import sqlalchemy as sa
+
+    real = sa.MetaData.create_all
+    calls: list[bool] = []
+
+    def racing(self: sa.MetaData, bind: Any, tables: Any = None, checkfirst: bool = True) -> None:
+        calls.append(checkfirst)
+        if len(calls) == 1:
+            real(self, bind, checkfirst=True)  # the other driver
+            real(self, bind, checkfirst=False)  # ours, planned before it committed
+        else:
+            real(self, bind, tables=tables, checkfirst=checkfirst)
+
+    monkeypatch.setattr(sa.MetaData, "create_all", racing)
+    record = SqlRecord(postgres, "race")
+    try:
+        assert len(calls) == 2 and record.count() == 0
+    finally:
+        record.close()
