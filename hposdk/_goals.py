@@ -171,6 +171,11 @@ class Goals:
         return len(self.objectives) > 1
 
     @property
+    def plain(self) -> bool:
+        """One objective, no composites, no constraints: a bare number is a complete score."""
+        return len(self.objectives) == 1 and not self.composites and not self.constraints
+
+    @property
     def pruning_mode(self) -> Mode:
         name = self.pruning_metric or self.primary
         if name in self.objectives:

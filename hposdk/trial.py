@@ -113,7 +113,9 @@ class Trial:
         self.budget = budget
         self.study_name = study_name
         self.reports: list[Report] = []
-        self._workdir = Path(workdir) if workdir is not None else None
+        # Kept as given and made a Path on first use: most objectives never ask for it, and a Path
+        # per trial is a measurable share of a fast sampler's per-trial cost.
+        self._workdir: str | os.PathLike[str] | None = workdir
         self._start = time.monotonic()
         self._pruned = False
         #: Adds the study's composite metrics to each report (set by run_objective).
@@ -177,9 +179,10 @@ class Trial:
     def workdir(self) -> Path:
         """A directory of this trial's own (created on first use) for files it writes."""
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"hposdk-trial-{self.number}-"))
-        self._workdir.mkdir(parents=True, exist_ok=True)
-        return self._workdir
+            self._workdir = tempfile.mkdtemp(prefix=f"hposdk-trial-{self.number}-")
+        path = Path(self._workdir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -180,6 +181,8 @@ class Backend(ABC):
 
 def check_options(where: str, given: Mapping[str, Any], target: Callable[..., Any], exclude: set[str]) -> None:
     """Refuse options ``target`` (a class or function) does not accept, listing the ones it does."""
+    if not given:
+        return
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -229,6 +232,13 @@ def interpret_output(
     """
     goals = Goals.single(metric) if isinstance(metric, str) else metric
     metric = goals.primary
+    if type(output) is float and goals.plain:
+        # The common case, decided without the general path below (the same outcome, measurably
+        # cheaper per trial with fast samplers): one objective, no composites or constraints.
+        if math.isfinite(output):
+            return output, {metric: output}, None, False
+        return None, {metric: output}, (
+            f"the objective returned {metric}={output}; NaN and infinities count as failures"), False
     if isinstance(output, Mapping):
         metrics = {str(k): (_to_number(v) if _to_number(v) is not None else v) for k, v in output.items()}
         goals.derive(metrics)
@@ -340,6 +350,7 @@ class RunSession:
         self.stopping = False
         self.abort_error: str | None = None
         self._unread_warned = False
+        self._workdir: str | None = None
 
     # --- trial budget --------------------------------------------------------------------------
     def remaining(self) -> int:
@@ -370,7 +381,13 @@ class RunSession:
 
     def trial_dir(self, number: int) -> Path:
         """The working directory of trial ``number`` (under the study's directory)."""
-        return self.spec.workdir / f"trial_{number:05d}"
+        return Path(self.trial_path(number))
+
+    def trial_path(self, number: int) -> str:
+        """:meth:`trial_dir` as a string (cheaper: the in-process trial makes a Path only on use)."""
+        if self._workdir is None:
+            self._workdir = str(self.spec.workdir)
+        return os.path.join(self._workdir, f"trial_{number:05d}")
 
     def trial_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The params an objective sees: the searched values plus the study's fixed values."""

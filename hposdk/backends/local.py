@@ -124,7 +124,9 @@ class LocalBackend(Backend):
                           getattr(optuna.pruners, PRUNERS[spec.pruner]), set())
         elif spec.pruner_options:
             raise ConfigError(f"pruner_options given without a pruner: {dict(spec.pruner_options)}")
-        if spec.optimizer in SAMPLERS or spec.pruner is not None:
+        if spec.optimizer_options or spec.pruner is not None:
+            # Only given option values can be bad (a sampler's defaults are not): the dry run
+            # builds a second engine, which is a tenth of a 100-trial TPE study's cost.
             _dry_run(spec)
         if _uses_processes(spec):
             try:
@@ -390,7 +392,7 @@ class _LocalTrial(Trial):
 
     def __init__(self, task: _Task, driver: _Driver, params: dict[str, Any]) -> None:
         super().__init__(task.number, params, budget=task.budget,
-                         workdir=driver.session.trial_dir(task.number), study_name=driver.spec.name)
+                         workdir=driver.session.trial_path(task.number), study_name=driver.spec.name)
         self._task = task
         self._driver = driver
         self._decision = False
@@ -475,10 +477,11 @@ class _Driver:
 
     # --- in this process ----------------------------------------------------------------------
     def run_inline(self) -> None:
+        known = set(self.spec.space.names) | set(self.spec.fixed)
         while (task := self.next_task()) is not None:
             trial = _LocalTrial(task, self, self.session.trial_params(task.params))
             outcome = run_objective(self.spec.objective, trial, self.spec.goals)
-            outcome.accessed &= set(self.spec.space.names) | set(self.spec.fixed)
+            outcome.accessed &= known
             self.on_outcome(task, outcome)
 
     # --- in worker processes --------------------------------------------------------------------
