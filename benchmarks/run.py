@@ -172,7 +172,8 @@ def _regret(plan: dict[str, Any], backends: Sequence[str], workers: int) -> dict
             if arm.backend == "raw-hpbandster":
                 seeds = min(seeds, plan["raw_hpbandster_seeds"])
             units += [regret.Unit(problem.name, arm, s, plan["n_trials"], plan["units"]) for s in range(seeds)]
-    _log(f"regret: {len(units)} runs ({plan['seeds']} seeds; {workers} worker processes + 1 for Ray)")
+    _log(f"regret: {len(units)} runs ({plan['seeds']} seeds; {workers} worker processes, Ray units in up to "
+         f"{regret.RAY_DRIVERS} more)")
     outcomes = regret.run_units(units, workers=workers)
     summary = regret.summarize(outcomes, twins)
     summary["seeds"] = plan["seeds"]

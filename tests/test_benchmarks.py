@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,3 +90,36 @@ def test_ray_bohb_accounting_matches_hpbandsters_schedule() -> None:
     assert [b for *_, b in evaluations[:28]] == [1.0] * 27 + [3.0]
     # a second iteration's trials fall into the same brackets
     assert len(as_evaluations(_band(reports + reports))) == 130  # type: ignore[arg-type]
+
+
+def test_ray_slots_grow_as_the_other_units_leave_workers_idle() -> None:
+    from benchmarks.regret import RAY_DRIVERS, ray_slots
+
+    assert ray_slots(other_running=2, other_queued=5, workers=2) == 1
+    assert ray_slots(other_running=1, other_queued=3, workers=2) == 1  # more are waiting to start
+    assert ray_slots(other_running=1, other_queued=0, workers=2) == 2
+    assert ray_slots(other_running=0, other_queued=0, workers=2) == min(3, RAY_DRIVERS)
+    assert ray_slots(other_running=0, other_queued=0, workers=8) == RAY_DRIVERS
+
+
+def test_run_units_shares_one_ray_runtime_and_hands_trial_hints_to_later_seeds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    from benchmarks.regret import Arm, Unit, run_units
+
+    # Ray's workers import the benchmark problems by name, as under `python -m benchmarks`.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
+    pruned = Arm("local", "tpe", pruner="hyperband", multi_fidelity_only=True)
+    units = [Unit("branin", Arm("ray", "random"), seed, n_trials=4) for seed in range(2)]
+    units += [Unit("hartmann6_mf", pruned, seed, units=2.0) for seed in range(2)]
+    outcomes = run_units(units, workers=1, progress=False)
+
+    assert sorted((o.unit.problem, o.unit.arm.label, o.unit.seed) for o in outcomes) == sorted(
+        (u.problem, u.arm.label, u.seed) for u in units)
+    assert not [o.error for o in outcomes if o.error]
+    assert all(o.evaluations == 4 for o in outcomes if o.unit.arm.backend == "ray")
+    mf = {o.unit.seed: o for o in outcomes if o.unit.problem == "hartmann6_mf"}
+    # One worker: seed 1 starts after seed 0 finished, from the trials seed 0 needed (plus 10%).
+    assert mf[0].unit.trials_hint is None and mf[0].trials_needed is not None
+    assert mf[1].unit.trials_hint == math.ceil(mf[0].trials_needed * 11 / 10)
