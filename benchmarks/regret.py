@@ -2,7 +2,7 @@
 
 Each *arm* is one optimizer on one backend (or a raw engine used directly, as a reference). Every
 arm runs every seed of every problem it applies to; a unit of work is (problem, arm, seed) and the
-units run in worker processes (Ray arms in one process that starts Ray once).
+units run in worker processes (Ray arms in up to ``RAY_DRIVERS`` more, sharing one Ray runtime).
 
 Simple regret = the exact value of the best point found within the budget minus the minimum
 (see ``problems.py``; the multi-fidelity problem's accounting is in ``multifidelity.py``).

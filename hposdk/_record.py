@@ -17,6 +17,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,20 @@ from .result import ReportRecord, TrialResult
 FORMAT_VERSION = 1
 #: The encoder of ``result.dumps_line`` (compact JSON, ``default=str``), built once.
 _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def _fast_encoder() -> Callable[[Any], str]:
+    """``_LINE_ENCODER.encode`` for plain data, with json's C encoder built once rather than per call
+    (the per-call set-up is most of the cost of encoding a trial's params). No check for circular
+    references: only for values hposdk built itself (params, report metrics)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - an interpreter without json's C accelerator
+        return _LINE_ENCODER.encode
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+_ENCODE_PLAIN = _fast_encoder()
 
 
 @dataclass
@@ -147,12 +162,13 @@ class Journal:
 
     def start(self, number: int, params: dict[str, Any], budget: float | None, attempt: int) -> None:
         """A trial started."""
-        self._write({"event": "start", "number": number, "params": params, "budget": budget,
-                     "attempt": attempt, "t": time.time()})
+        self._write_raw(_ENCODE_PLAIN({"event": "start", "number": number, "params": params, "budget": budget,
+                                       "attempt": attempt, "t": time.time()}) + "\n")
 
     def report(self, number: int, step: int, metrics: dict[str, float], t: float) -> None:
         """A trial reported intermediate metrics."""
-        self._write({"event": "report", "number": number, "step": step, "metrics": metrics, "time": t})
+        self._write_raw(_ENCODE_PLAIN({"event": "report", "number": number, "step": step, "metrics": metrics,
+                                       "time": t}) + "\n")
 
     def finish(self, trial: TrialResult) -> None:
         """A trial finished (in any state)."""

@@ -258,6 +258,8 @@ class Uniform(_Range):
         return self.value_at(rng.randint(0, self.n_steps))
 
     def canonicalize(self, value: Any) -> float:
+        if type(value) is float and self.step is None and self.low <= value <= self.high:
+            return value  # already a point of the support: what an engine samples, once per trial
         value = _native(value)  # numpy.int64(3) is not an int subclass
         _check_number("value", value)
         v = float(value)
