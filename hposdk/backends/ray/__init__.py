@@ -275,10 +275,11 @@ def _scheduler(spec: StudySpec) -> Any:
     """The Ray scheduler of the study (None for FIFO)."""
     from ray.tune import schedulers
 
+    # Ray's own Hyperband schedulers misplace trials proposed one at a time (see SyncHyperBand).
+    from ._driver import SyncHyperBand
+
     if spec.optimizer == "bohb":
         assert spec.budget is not None
-        from ._driver import SyncHyperBand
-
         return SyncHyperBand(
             time_attr="training_iteration", metric=spec.pruning_metric, mode=spec.goals.pruning_mode,
             max_t=int(spec.budget.max_budget), reduction_factor=spec.budget.eta, stop_last_trials=False,
@@ -301,13 +302,9 @@ def _scheduler(spec: StudySpec) -> Any:
         options["stop_last_trials"] = False
     try:
         # With several objectives the scheduler watches the declared pruning metric.
-        cls = getattr(schedulers, SCHEDULERS[spec.pruner])
-        if spec.pruner == "hyperband":
-            # Ray's HyperBandScheduler stops nothing when trials are proposed one at a time (see
-            # SyncHyperBand); its options are the same.
-            from ._driver import SyncHyperBand
-
-            cls = SyncHyperBand
+        # Ray's HyperBandScheduler stops nothing when trials are proposed one at a time;
+        # SyncHyperBand takes the same options.
+        cls = SyncHyperBand if spec.pruner == "hyperband" else getattr(schedulers, SCHEDULERS[spec.pruner])
         return cls(metric=spec.pruning_metric, mode=spec.goals.pruning_mode, **options)
     except (AssertionError, ValueError, TypeError) as exc:
         # Ray validates scheduler arguments with `assert` (async_hyperband.py __init__).
