@@ -329,8 +329,10 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
 
             os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
             # One runtime for every Ray driver: a runtime each (raylet, GCS, prestarted workers)
-            # costs more CPU than it saves on two cores. A CPU for each driver's trial actor.
-            info: Any = ray.init(num_cpus=RAY_DRIVERS, include_dashboard=False, logging_level=logging.ERROR,
+            # costs more CPU than it saves on two cores. Two logical CPUs per driver, as when each
+            # had a runtime of its own, so that a driver holding a second actor for a moment (a
+            # cached or paused trial's) does not leave another driver's trial waiting for a CPU.
+            info: Any = ray.init(num_cpus=2 * RAY_DRIVERS, include_dashboard=False, logging_level=logging.ERROR,
                                  log_to_driver=False)
             ray_started = True
             ray_pool = ProcessPoolExecutor(max_workers=RAY_DRIVERS, mp_context=ctx,

@@ -50,7 +50,7 @@ def _plans(quick: bool) -> dict[str, Any]:
     return {"import": 5, "startup": 3, "startup_ray": True,
             "local": [("random", 100, 9), ("random", 500, 3), ("random", 2000, 3),
                       # One run at 2000 TPE trials (47 s for three): 0-9% over eight earlier runs.
-                      ("tpe", 100, 9), ("tpe", 500, 3), ("tpe", 2000, 1), ("gp", 100, 1)],
+                      ("tpe", 100, 9), ("tpe", 500, 3), ("tpe", 2000, 1), ("gp", 100, 3)],
             "journal_max": 500, "sqlite_max": {"random": 500, "tpe": 100, "gp": 0},
             "bohb": [(100, 3), (500, 1)], "ray": [(100, 5), (500, 1)],
             # 40 one-second trials, two at a time: ideal 20 s, long enough that a fixed start-up
