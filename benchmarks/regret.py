@@ -291,6 +291,22 @@ def _ray_connect(address: str) -> None:
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
 
 
+def _shared_ray() -> tuple[str, bool]:
+    """The address of the Ray runtime the Ray drivers join, and whether it was started here."""
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():  # a runtime the caller started (or an earlier study): it stays up
+        return ray.get_runtime_context().gcs_address, False
+    # One runtime for every Ray driver: a runtime each (raylet, GCS, prestarted workers) costs
+    # more CPU than it saves on two cores. Two logical CPUs per driver, as when each had a runtime
+    # of its own, so that a driver holding a second actor for a moment (a cached or paused
+    # trial's) does not leave another driver's trial waiting for a CPU.
+    info: Any = ray.init(num_cpus=2 * RAY_DRIVERS, include_dashboard=False, logging_level=logging.ERROR,
+                         log_to_driver=False)
+    return info.address_info["address"], True
+
+
 def ray_slots(other_running: int, other_queued: int, workers: int) -> int:
     """How many Ray units may run now: one while the other units keep every worker busy, one more
     for each worker they leave idle (up to :data:`RAY_DRIVERS`)."""
@@ -325,18 +341,9 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
     ray_started = False
     try:
         if ray_queue:
-            import ray
-
-            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-            # One runtime for every Ray driver: a runtime each (raylet, GCS, prestarted workers)
-            # costs more CPU than it saves on two cores. Two logical CPUs per driver, as when each
-            # had a runtime of its own, so that a driver holding a second actor for a moment (a
-            # cached or paused trial's) does not leave another driver's trial waiting for a CPU.
-            info: Any = ray.init(num_cpus=2 * RAY_DRIVERS, include_dashboard=False, logging_level=logging.ERROR,
-                                 log_to_driver=False)
-            ray_started = True
+            address, ray_started = _shared_ray()
             ray_pool = ProcessPoolExecutor(max_workers=RAY_DRIVERS, mp_context=ctx,
-                                           initializer=functools.partial(_ray_connect, info.address_info["address"]))
+                                           initializer=functools.partial(_ray_connect, address))
 
         def submit(queue: deque[Unit], executor: ProcessPoolExecutor, is_ray: bool) -> None:
             unit = queue.popleft()
