@@ -37,7 +37,9 @@ def _fast_encoder() -> Callable[[Any], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - an interpreter without json's C accelerator
         return _LINE_ENCODER.encode
-    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    line = _LINE_ENCODER
+    encode = make(None, line.default, json.encoder.encode_basestring_ascii, None, line.key_separator,
+                  line.item_separator, False, False, True)
     return lambda obj: "".join(encode(obj, 0))
 
 
@@ -155,20 +157,20 @@ class Journal:
         while written < len(data):  # a short write (a full disk, a signal): finish the line
             written += os.write(self._fd, data[written:])
 
-    def _write(self, event: dict[str, Any]) -> None:
+    def _write(self, event: dict[str, Any], encode: Callable[[Any], str] = _LINE_ENCODER.encode) -> None:
         # dumps_line's encoding, with one encoder kept: json.dumps builds a new JSONEncoder per call
         # when given options, a measurable share of a fast sampler's per-trial cost.
-        self._write_raw(_LINE_ENCODER.encode(event) + "\n")
+        self._write_raw(encode(event) + "\n")
 
     def start(self, number: int, params: dict[str, Any], budget: float | None, attempt: int) -> None:
         """A trial started."""
-        self._write_raw(_ENCODE_PLAIN({"event": "start", "number": number, "params": params, "budget": budget,
-                                       "attempt": attempt, "t": time.time()}) + "\n")
+        self._write({"event": "start", "number": number, "params": params, "budget": budget,
+                     "attempt": attempt, "t": time.time()}, _ENCODE_PLAIN)
 
     def report(self, number: int, step: int, metrics: dict[str, float], t: float) -> None:
         """A trial reported intermediate metrics."""
-        self._write_raw(_ENCODE_PLAIN({"event": "report", "number": number, "step": step, "metrics": metrics,
-                                       "time": t}) + "\n")
+        self._write({"event": "report", "number": number, "step": step, "metrics": metrics, "time": t},
+                    _ENCODE_PLAIN)
 
     def finish(self, trial: TrialResult) -> None:
         """A trial finished (in any state)."""

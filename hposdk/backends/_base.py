@@ -232,13 +232,10 @@ def interpret_output(
     """
     goals = Goals.single(metric) if isinstance(metric, str) else metric
     metric = goals.primary
-    if type(output) is float and goals.plain:
+    if type(output) is float and goals.plain and math.isfinite(output):
         # The common case, decided without the general path below (the same outcome, measurably
         # cheaper per trial with fast samplers): one objective, no composites or constraints.
-        if math.isfinite(output):
-            return output, {metric: output}, None, False
-        return None, {metric: output}, (
-            f"the objective returned {metric}={output}; NaN and infinities count as failures"), False
+        return output, {metric: output}, None, False
     if isinstance(output, Mapping):
         metrics = {str(k): (_to_number(v) if _to_number(v) is not None else v) for k, v in output.items()}
         goals.derive(metrics)
@@ -350,7 +347,6 @@ class RunSession:
         self.stopping = False
         self.abort_error: str | None = None
         self._unread_warned = False
-        self._workdir: str | None = None
 
     # --- trial budget --------------------------------------------------------------------------
     def remaining(self) -> int:
@@ -385,9 +381,7 @@ class RunSession:
 
     def trial_path(self, number: int) -> str:
         """:meth:`trial_dir` as a string (cheaper: the in-process trial makes a Path only on use)."""
-        if self._workdir is None:
-            self._workdir = str(self.spec.workdir)
-        return os.path.join(self._workdir, f"trial_{number:05d}")
+        return os.path.join(self.spec.workdir, f"trial_{number:05d}")
 
     def trial_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The params an objective sees: the searched values plus the study's fixed values."""
