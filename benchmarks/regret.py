@@ -287,7 +287,7 @@ RAY_DRIVERS = 3
 def _ray_connect(address: str) -> None:
     import ray
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # RAY_AIR_NEW_OUTPUT comes from the parent: _shared_ray sets it before the drivers start.
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
 
 

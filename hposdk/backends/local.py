@@ -412,6 +412,8 @@ class _Driver:
         self.retries: deque[_Task] = deque()
         self.exhausted = False
         self.budget = spec.budget.max_budget if spec.budget is not None else None
+        #: The names a trial can read: what an objective read beyond these is not a parameter.
+        self.known = set(spec.space.names) | set(spec.fixed)
 
     # --- shared logic -------------------------------------------------------------------------
     def next_task(self) -> _Task | None:
@@ -477,11 +479,10 @@ class _Driver:
 
     # --- in this process ----------------------------------------------------------------------
     def run_inline(self) -> None:
-        known = set(self.spec.space.names) | set(self.spec.fixed)
         while (task := self.next_task()) is not None:
             trial = _LocalTrial(task, self, self.session.trial_params(task.params))
             outcome = run_objective(self.spec.objective, trial, self.spec.goals)
-            outcome.accessed &= known
+            outcome.accessed &= self.known
             self.on_outcome(task, outcome)
 
     # --- in worker processes --------------------------------------------------------------------
@@ -559,7 +560,7 @@ class _Driver:
                     return False
             elif kind == "done":
                 outcome: Outcome = msg[1]
-                outcome.accessed &= set(self.spec.space.names) | set(self.spec.fixed)
+                outcome.accessed &= self.known
                 w.task = None
                 self.on_outcome(task, outcome)
                 return True
