@@ -41,6 +41,21 @@ def test_quick_run_writes_the_report_plot_and_data(quick_run: tuple[Path, str]) 
         assert heading in md
     assert data["meta"]["versions"]["optuna"]
     assert data["import"]["engines_loaded"] == "[]"
+    assert data["import"]["source_compiled"] is bool(sys.flags.dont_write_bytecode)
+
+
+def test_the_import_figure_reads_hposdk_from_cached_bytecode_and_leaves_the_checkout_alone(tmp_path: Path) -> None:
+    from benchmarks import overhead
+
+    before = sorted(p.relative_to(ROOT) for p in (ROOT / "hposdk").rglob("__pycache__"))
+    env = {**os.environ, **overhead._bytecode_env(tmp_path)}
+    code = "import hposdk.study as s, pathlib; print(pathlib.Path(s.__spec__.cached).is_file())"
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert (first.stdout.strip(), again.stdout.strip()) == ("True", "True")  # written, then read
+    written = [p.name for p in tmp_path.rglob("study*.pyc") if "hposdk" in p.parts]
+    assert written == [f"study.{sys.implementation.cache_tag}.pyc"]
+    assert sorted(p.relative_to(ROOT) for p in (ROOT / "hposdk").rglob("__pycache__")) == before
 
 
 def test_quick_run_tables_have_the_expected_rows_and_columns(quick_run: tuple[Path, str]) -> None:
