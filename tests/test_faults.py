@@ -243,4 +243,7 @@ def test_ray_trial_timeout_stops_an_objective_blocked_in_c(ray_runtime: Any, tmp
     result = _ray_study(tmp_path, ["hang_in_c"], trial_timeout=2.0, fixed={"hang_s": 15})
     (trial,) = result.trials
     assert trial.state is TrialState.FAILED and "exceeded trial_timeout=2.0s" in (trial.error or "")
-    assert trial.duration_s is not None and trial.duration_s < 8, f"stopped after {trial.duration_s:.1f}s"
+    # 4 s by design (the timeout, then TIMEOUT_GRACE_S before the worker is ended), then Ray noticing
+    # the dead worker (up to about 4 s more on a slow, loaded host). Without the escalation the
+    # trial would run its whole 15-s C call.
+    assert trial.duration_s is not None and trial.duration_s < 12, f"stopped after {trial.duration_s:.1f}s"
