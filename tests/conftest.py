@@ -55,12 +55,30 @@ class _Proc:
     cmdline: str
 
 
+def _started(p: psutil.Process) -> float:
+    """When ``p`` started, in seconds since boot: with the PID, what tells one process from another.
+
+    Not ``Process.create_time()``: psutil adds the boot time from /proc/stat to it, and that moves
+    when the system clock is adjusted (NTP on a VM), so one long-lived process (a module fixture's
+    PostgreSQL server) read before and after a test looked like a new one, and was killed as a leak.
+    """
+    try:
+        with open(f"/proc/{p.pid}/stat", "rb") as f:
+            # Field 22 (starttime, in clock ticks since boot); the name in field 2 may hold spaces.
+            return float(f.read().rsplit(b")", 1)[1].split()[19]) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return p.create_time()  # no procfs: the wall-clock figure is the best there is
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _tree() -> dict[tuple[int, float], _Proc]:
     out: dict[tuple[int, float], _Proc] = {}
     for p in _ME.children(recursive=True):
         try:
             with p.oneshot():
-                proc = _Proc(p.pid, p.ppid(), p.create_time(), " ".join(p.cmdline()) or p.name())
+                proc = _Proc(p.pid, p.ppid(), _started(p), " ".join(p.cmdline()) or p.name())
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
         out[(proc.pid, proc.created)] = proc
@@ -146,7 +164,7 @@ def _kill(procs: list[_Proc]) -> None:
     for p in procs:
         try:
             proc = psutil.Process(p.pid)
-            if proc.create_time() == p.created:
+            if _started(proc) == p.created:
                 live.append(proc)
         except psutil.NoSuchProcess:
             continue

@@ -53,6 +53,42 @@ def test_the_leak_check_fails_the_test_that_leaked_and_kills_what_it_left(tmp_pa
     assert not [p for p in psutil.process_iter(["cmdline"]) if "LEAKED-CHILD" in " ".join(p.info["cmdline"] or [])]
 
 
+CLOCK_STEP = '''
+import subprocess, sys
+import psutil, pytest
+
+@pytest.fixture(scope="module")
+def server():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)  # MODULE-SERVER"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+def test_starts_the_server(server):
+    assert server.poll() is None
+
+def test_the_clock_steps_while_the_server_runs(server):
+    # What NTP does to a VM's clock: psutil adds /proc/stat's boot time, which moves with it, to
+    # every process's create_time(). Not undone: it must still hold at the leak check's teardown.
+    boot = psutil._pslinux.boot_time()
+    psutil._pslinux.boot_time = lambda: boot + 1.0
+
+def test_the_server_is_still_there(server):
+    assert server.poll() is None
+'''
+
+
+def test_a_clock_step_does_not_make_a_module_fixtures_server_a_leak(tmp_path: Path) -> None:
+    """Regression (CI, 2026-12-03): a module-scoped PostgreSQL server, started by an earlier test,
+    was reported as left running by a later one and killed, and the next test found no server."""
+    (tmp_path / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+    (tmp_path / "test_clock.py").write_text(CLOCK_STEP)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    report = out.stdout + out.stderr
+    assert "3 passed" in report and "error" not in report, report
+
+
 # --- leaks the fixture found -------------------------------------------------------------------------
 
 
