@@ -1,6 +1,6 @@
 """Run the whole benchmark suite: overhead, parallel efficiency, regret; write a report and a plot.
 
-    python -m benchmarks              # the full suite (13-44 minutes on 2 cores by host; docs/benchmarks.md)
+    python -m benchmarks              # the full suite (12-44 minutes on 2 cores by host; docs/benchmarks.md)
     python -m benchmarks --quick      # a smoke run (tiny budgets, about a minute)
     python -m benchmarks --only regret --seeds 20
 
