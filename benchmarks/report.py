@@ -216,7 +216,7 @@ def _parallel_md(r: dict[str, Any]) -> list[str]:
     if not par:
         return []
     out = ["", "### Parallel efficiency (max_concurrent=2, sleep-bound objective)", "",
-           "| backend | trials x sleep | ideal | wall | wall / ideal | first start to last end | span / ideal "
+           "| backend | trials x sleep | ideal | wall | wall / ideal | first call to last end | span / ideal "
            "| engine alone: wall / ideal |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in par:
@@ -225,7 +225,8 @@ def _parallel_md(r: dict[str, Any]) -> list[str]:
                    f"| {p['wall_s']:.1f} s | {p['ratio']:.2f} | {p['span_s']:.1f} s | {p['span_ratio']:.2f} "
                    f"| {'n/a' if engine is None else f'{engine:.2f}'} |")
     out += ["", "Wall time is the whole `optimize()`: worker processes (local, `spawn`) or trial actors (Ray, "
-            "runtime already up) are started in it. The span leaves that start-up out. Engine alone: Optuna's "
+            "runtime already up) are started in it. The span, from the first objective call's start to the last "
+            "one's end as the objective's clock reads them, leaves that start-up out. Engine alone: Optuna's "
             "`optimize(n_jobs=2)` (threads) for local, a hand-written `Tuner` with `max_concurrent_trials=2` for "
             "Ray."]
     return out

@@ -65,6 +65,10 @@ def test_quick_run_tables_have_the_expected_rows_and_columns(quick_run: tuple[Pa
     assert "| sampler | trials | runs | hposdk local | Optuna in-memory |" in md
     assert [(r["what"], r["trials"]) for r in data["local"]] == [("random", 30), ("tpe", 30)]
     assert {p["backend"] for p in data["parallel"]} >= {"local"}
+    for p in data["parallel"]:
+        # The steady state comes from the objective's own clock: every call is timed, and the span
+        # (first call's start to last call's end) covers the sleeps and fits inside the whole run.
+        assert p["trials"] * p["sleep_s"] / p["max_concurrent"] <= p["span_s"] <= p["wall_s"], p
     regret = data["regret"]
     assert set(regret["table"]) == {"branin", "hartmann6", "mixed", "hartmann6_mf"}
     header = next(line for line in md.splitlines() if line.startswith("| optimizer | branin"))
