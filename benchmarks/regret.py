@@ -282,6 +282,14 @@ def run_unit(unit: Unit, root: str) -> Outcome:
 #: on Ray's messages more than it computes (two drivers on an idle machine: each unit about 10%
 #: slower, together 1.7 times the throughput), so Ray takes what the other units leave free.
 RAY_DRIVERS = 3
+#: Logical CPUs of the shared runtime per Ray driver. Each driver's Tune can hold CPUs its trial is
+#: not using: a finished trial's actor kept for reuse, the next trial's placement group, paused trials'
+#: actors under BOHB. With 2 per driver (a runtime of its own on this machine), one driver's trials
+#: sometimes waited minutes for CPUs the others held (the last unit of an arm took 36-61 s where
+#: its other seeds took 3 s, and a Ray BOHB seed 469 s against 24-89 s; with 8, 4-10 s and at
+#: most 137 s, the Ray units 2,396 run-seconds in all against 2,743). The scheduling decisions
+#: are each study's own (one trial at a time), so more tokens change no trial, only the waiting.
+RAY_CPUS_PER_DRIVER = 8
 
 
 def _ray_connect(address: str) -> None:
@@ -299,11 +307,10 @@ def _shared_ray() -> tuple[str, bool]:
     if ray.is_initialized():  # a runtime the caller started (or an earlier study): it stays up
         return ray.get_runtime_context().gcs_address, False
     # One runtime for every Ray driver: a runtime each (raylet, GCS, prestarted workers) costs
-    # more CPU than it saves on two cores. Two logical CPUs per driver, as when each had a runtime
-    # of its own, so that a driver holding a second actor for a moment (a cached or paused
-    # trial's) does not leave another driver's trial waiting for a CPU.
-    info: Any = ray.init(num_cpus=2 * RAY_DRIVERS, include_dashboard=False, logging_level=logging.ERROR,
-                         log_to_driver=False)
+    # more CPU than it saves on two cores. Its logical CPUs are tokens, not cores: see
+    # RAY_CPUS_PER_DRIVER.
+    info: Any = ray.init(num_cpus=RAY_CPUS_PER_DRIVER * RAY_DRIVERS, include_dashboard=False,
+                         logging_level=logging.ERROR, log_to_driver=False)
     return info.address_info["address"], True
 
 
