@@ -160,6 +160,51 @@ def _encoding(p: Any) -> str:
     raise TypeError(f"unknown parameter type {type(p).__name__}")  # pragma: no cover - the union is closed
 
 
+def run_seed(seed: int, done: int) -> int:
+    """The seed of one hpbandster run (its ConfigSpace sampler and numpy stream).
+
+    A fresh study uses the study seed as is (a raw hpbandster run seeded the same way gives the
+    same trials); a resumed one mixes in how many trials it already has, so it does not redraw the
+    configurations of the first run. The Ray backend's BOHB seeds itself the same way.
+    """
+    import numpy as np
+
+    if not done:
+        return seed % 2**32
+    return int(np.random.SeedSequence([seed % 2**32, done]).generate_state(1)[0])
+
+
+class NumpyStream:
+    """A private numpy global-RNG state, swapped in around calls into hpbandster's BOHB model.
+
+    hpbandster's config generator draws from ``np.random`` (its random-fraction coin and the KDE
+    samples), so two runs with the same seed agree only if nothing else draws from the global
+    stream in between; ours is swapped in for the call and the caller's state put back after it.
+    """
+
+    def __init__(self, seed: int) -> None:
+        import numpy as np
+
+        self.state: Any = np.random.RandomState(seed).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        import numpy as np
+
+        saved = np.random.get_state()
+        np.random.set_state(self.state)
+        try:
+            with warnings.catch_warnings():
+                # ConfigSpace 1.x and statsmodels deprecations about hpbandster's calls: not the
+                # user's to fix.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                yield
+        finally:
+            self.state = np.random.get_state()
+            np.random.set_state(saved)
+
+
 def to_configspace(space: SearchSpace, seed: int | None = None) -> ConfigurationSpace:
     """The ConfigSpace equivalent of ``space`` (pure; imports ConfigSpace lazily).
 
@@ -677,8 +722,6 @@ class _Runner:
     """One hpbandster run driven from this thread (see the module docstring)."""
 
     def __init__(self, spec: StudySpec, session: RunSession) -> None:
-        import numpy as np
-
         self.spec = spec
         self.session = session
         assert spec.budget is not None  # check() refused it
@@ -688,13 +731,9 @@ class _Runner:
         self.use_processes = _uses_processes(spec)
         self.n_workers = min(spec.max_concurrent, max(1, session.remaining())) if self.use_processes else 1
         self.run_id = f"hposdk-{uuid.uuid4().hex[:12]}"
-        # A fresh study uses the seed as is (a raw hpbandster run seeded the same way gives the same
-        # trials); a resumed one mixes in how far it got, so it does not redraw the same configs.
-        done = len(session.finished) + len(session.rerun)
-        seed = spec.seed % 2**32 if not done else int(np.random.SeedSequence([spec.seed % 2**32, done])
-                                                          .generate_state(1)[0])
+        seed = run_seed(spec.seed, len(session.finished) + len(session.rerun))
         self.cs = to_configspace(spec.space, seed=seed)
-        self.rng_state: Any = np.random.RandomState(seed).get_state()
+        self.rng = NumpyStream(seed)
         self.iterations: list[Any] = []
         self.hb_index = 0
         self.reruns: dict[tuple[int, int, int], Started] = {}
@@ -873,24 +912,10 @@ class _Runner:
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[None]:
-        """Around every call into hpbandster's sampling and model code.
-
-        It draws from numpy's global RNG; ours is swapped in so the study is reproducible and the
-        caller's global state is left alone. The deprecation and future warnings that ConfigSpace 1.x
-        and statsmodels raise about hpbandster's calls are not the user's to fix, so they are hidden.
-        """
-        import numpy as np
-
-        saved = np.random.get_state()
-        np.random.set_state(self.rng_state)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                yield
-        finally:
-            self.rng_state = np.random.get_state()
-            np.random.set_state(saved)
+        """Around every call into hpbandster's sampling and model code (see :class:`NumpyStream`):
+        the study is reproducible and the caller's global numpy state is left alone."""
+        with self.rng.active():
+            yield
 
     # --- resume --------------------------------------------------------------------------------
     def _hb_budget(self, budget: float | None) -> float | None:

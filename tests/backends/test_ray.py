@@ -425,7 +425,7 @@ def test_bohb_model_learns_full_budget_results(tmp_path):
     spec = _study(tmp_path, objectives.quadratic, SPACE, optimizer="bohb", n_trials=5,
                   budget={"min_budget": 1, "max_budget": 9, "eta": 3}).spec
     session = RunSession(spec, journal=None, finished={}, unfinished=[], next_number=0, progress=None)
-    inner = _searcher(spec)
+    inner = _searcher(spec, spec.seed)
     coordinator = Coordinator(spec, session, inner, "unused")
     for trial_id, x, iterations in (("full", 0.25, 9), ("stopped", 0.5, 3)):
         inner.suggest(trial_id)
@@ -434,6 +434,36 @@ def test_bohb_model_learns_full_budget_results(tmp_path):
         coordinator.searcher_complete(trial_id, error=False)
     assert inner.bohber.losses.get(9.0) == [0.25]
     assert 3.0 not in inner.bohber.losses
+
+
+@pytest.mark.slow
+def test_bohb_makes_the_local_backends_decisions(ray_runtime, tmp_path):
+    # The same seed and brackets on both backends, and the same hpbandster model inside: Ray's
+    # BOHB must propose the configurations the local backend's hpbandster run proposes, in the
+    # same order, and promote the same ones as far. It did not before: TuneBOHB drew from numpy's
+    # global stream, which Ray draws from too (the same seed gave other trials every run), and
+    # its model never heard a trial that closed a rung when halving stopped it.
+    space = SearchSpace({"x": Uniform(0.0, 1.0)})
+    budget = {"min_budget": 1, "max_budget": 9, "eta": 3}
+    # Two Hyperband iterations: 15 configurations each; hpbandster evaluates 20 times per
+    # iteration (a promoted configuration runs again), Ray continues a paused trial instead.
+    on_ray = _study(tmp_path, objectives.epochs, space, optimizer="bohb", n_trials=30, seed=5,
+                    budget=budget).optimize()
+    local = Study(objectives.epochs, space, metric="loss", optimizer="bohb", n_trials=40, seed=5, budget=budget,
+                  storage=str(tmp_path / "local"), progress=False).optimize()
+
+    def reached(trials: list[Any], epochs: Any) -> list[tuple[float, float]]:
+        furthest: dict[float, float] = {}  # x -> the largest budget it reached, in order of first evaluation
+        for t in trials:
+            furthest[t.params["x"]] = max(furthest.get(t.params["x"], 0.0), epochs(t))
+        return list(furthest.items())
+
+    on_ray_reached = reached(_by_number(on_ray), lambda t: float(len(t.reports)))
+    local_reached = reached(_by_number(local), lambda t: float(t.budget))
+    assert len(on_ray_reached) == 30
+    # per iteration 9 configurations start at budget 1 (3 reach 3, 1 of them 9), 3 at 3 (1 reaches 9), 3 at 9
+    assert Counter(b for _, b in local_reached) == Counter({1.0: 12, 3.0: 8, 9.0: 10})
+    assert on_ray_reached == local_reached
 
 
 def flaky(trial: Trial) -> dict[str, float]:
@@ -502,7 +532,7 @@ def test_resume_tells_the_wrapped_searcher_about_finished_trials(tmp_path, optim
         for n, x, state in [(0, 0.2, TrialState.COMPLETE), (1, 0.7, TrialState.PRUNED), (2, 0.9, TrialState.FAILED)]
     }
     session = RunSession(spec, journal=None, finished=finished, unfinished=[], next_number=3, progress=None)
-    inner = _searcher(spec)
+    inner = _searcher(spec, spec.seed)
     Coordinator(spec, session, inner, "unused").restore_inner()
     if optimizer == "tpe":
         states = [t.state.name for t in inner._ot_study.trials]

@@ -10,7 +10,9 @@ What runs where:
   ``TPESampler`` (``optimizer_options`` are the sampler's); ``bohb`` is Ray's ``TuneBOHB``
   (``optimizer_options`` are BOHB's model options) scheduled by synchronous Hyperband over the
   study's ``budget``: Ray's ``HyperBandForBOHB`` with hpbandster's brackets, each filled once
-  (``_driver.SyncHyperBand``).
+  (``_driver.SyncHyperBand``). Its model hears every rung result and draws from a numpy stream
+  seeded as the local backend's, so the same seed proposes and promotes the same configurations
+  as ``optimizer='bohb'`` on the local backend.
 * **pruners** (Ray schedulers, driven by ``trial.report``) -- ``asha``, ``hyperband``,
   ``median``; ``pruner_options`` are the scheduler's arguments. Progress is counted in reports
   (Ray's ``training_iteration``); with a study ``budget`` ASHA's ``max_t``, ``grace_period`` and
@@ -329,8 +331,8 @@ def _ray_pruner_options(spec: StudySpec) -> dict[str, Any]:
     return options
 
 
-def _searcher(spec: StudySpec) -> Any:
-    """The wrapped Ray searcher for tpe/bohb (grid and random need none)."""
+def _searcher(spec: StudySpec, seed: int) -> Any:
+    """The wrapped Ray searcher for tpe/bohb (grid and random need none); ``seed`` seeds BOHB."""
     if spec.optimizer == "tpe":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -346,8 +348,8 @@ def _searcher(spec: StudySpec) -> Any:
     if spec.optimizer == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
-        return TuneBOHB(space=to_configspace(spec.space, seed=spec.seed), metric=spec.metric, mode=spec.mode,
-                        seed=spec.seed, bohb_config=dict(spec.optimizer_options) or None)
+        return TuneBOHB(space=to_configspace(spec.space, seed=seed), metric=spec.metric, mode=spec.mode,
+                        seed=seed, bohb_config=dict(spec.optimizer_options) or None)
     return None
 
 
@@ -415,8 +417,14 @@ def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
 
     import ray
 
-    coordinator = Coordinator(spec, session, _searcher(spec), experiment_dir,
-                              cluster=ray.get_runtime_context().gcs_address)
+    seed = spec.seed
+    if spec.optimizer == "bohb":
+        from ..hpbandster import run_seed
+
+        seed = run_seed(spec.seed, len(session.finished) + len(session.rerun))  # as the local backend's BOHB
+    coordinator = Coordinator(spec, session, _searcher(spec, seed), experiment_dir,
+                              cluster=ray.get_runtime_context().gcs_address,
+                              numpy_seed=seed if spec.optimizer == "bohb" else None)
     coordinator.restore_inner()
     scheduler = _scheduler(spec)
     if scheduler is not None:
