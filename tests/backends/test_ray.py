@@ -425,7 +425,7 @@ def test_bohb_model_learns_full_budget_results(tmp_path):
     spec = _study(tmp_path, objectives.quadratic, SPACE, optimizer="bohb", n_trials=5,
                   budget={"min_budget": 1, "max_budget": 9, "eta": 3}).spec
     session = RunSession(spec, journal=None, finished={}, unfinished=[], next_number=0, progress=None)
-    inner = _searcher(spec, spec.seed)
+    inner = _searcher(spec)
     coordinator = Coordinator(spec, session, inner, "unused")
     for trial_id, x, iterations in (("full", 0.25, 9), ("stopped", 0.5, 3)):
         inner.suggest(trial_id)
@@ -532,7 +532,7 @@ def test_resume_tells_the_wrapped_searcher_about_finished_trials(tmp_path, optim
         for n, x, state in [(0, 0.2, TrialState.COMPLETE), (1, 0.7, TrialState.PRUNED), (2, 0.9, TrialState.FAILED)]
     }
     session = RunSession(spec, journal=None, finished=finished, unfinished=[], next_number=3, progress=None)
-    inner = _searcher(spec, spec.seed)
+    inner = _searcher(spec)
     Coordinator(spec, session, inner, "unused").restore_inner()
     if optimizer == "tpe":
         states = [t.state.name for t in inner._ot_study.trials]

@@ -331,8 +331,11 @@ def _ray_pruner_options(spec: StudySpec) -> dict[str, Any]:
     return options
 
 
-def _searcher(spec: StudySpec, seed: int) -> Any:
-    """The wrapped Ray searcher for tpe/bohb (grid and random need none); ``seed`` seeds BOHB."""
+def _searcher(spec: StudySpec, bohb_seed: int | None = None) -> Any:
+    """The wrapped Ray searcher for tpe/bohb (grid and random need none).
+
+    ``bohb_seed``: BOHB's seed for this run (``hpbandster.run_seed``); the study seed when None.
+    """
     if spec.optimizer == "tpe":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -348,6 +351,7 @@ def _searcher(spec: StudySpec, seed: int) -> Any:
     if spec.optimizer == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
+        seed = spec.seed if bohb_seed is None else bohb_seed
         return TuneBOHB(space=to_configspace(spec.space, seed=seed), metric=spec.metric, mode=spec.mode,
                         seed=seed, bohb_config=dict(spec.optimizer_options) or None)
     return None
@@ -417,14 +421,13 @@ def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
 
     import ray
 
-    seed = spec.seed
+    bohb_seed = None
     if spec.optimizer == "bohb":
         from ..hpbandster import run_seed
 
-        seed = run_seed(spec.seed, len(session.finished) + len(session.rerun))  # as the local backend's BOHB
-    coordinator = Coordinator(spec, session, _searcher(spec, seed), experiment_dir,
-                              cluster=ray.get_runtime_context().gcs_address,
-                              numpy_seed=seed if spec.optimizer == "bohb" else None)
+        bohb_seed = run_seed(spec.seed, len(session.finished) + len(session.rerun))  # as the local backend's BOHB
+    coordinator = Coordinator(spec, session, _searcher(spec, bohb_seed), experiment_dir,
+                              cluster=ray.get_runtime_context().gcs_address, numpy_seed=bohb_seed)
     coordinator.restore_inner()
     scheduler = _scheduler(spec)
     if scheduler is not None:
