@@ -7,6 +7,7 @@ it is started once per session and shut down at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -413,6 +414,41 @@ def test_hyperband_runs_hpbandsters_brackets_in_every_iteration(ray_runtime, tmp
         assert got == iteration, (start, reports)
     assert {t.budget for t in result.trials} == {1.0, 3.0, 9.0}
     assert result.best.budget == 9.0 and result.best.state is TrialState.COMPLETE
+
+
+def slow_above_first_rung(trial: Trial) -> dict[str, float]:
+    import os
+
+    for step in range(1, 10):
+        start = time.time()
+        if step > 1:  # the first rung is quick; promoted trials take 1 s an epoch
+            time.sleep(1.0)
+        trial.report(step, loss=float(trial.params["x"]) / step, start=start, end=time.time(), pid=os.getpid())
+    return {"loss": float(trial.params["x"]) / 9}
+
+
+@pytest.mark.slow
+def test_bohb_resumes_promoted_trials_one_at_a_time_on_one_actor(ray_runtime, tmp_path):
+    # One bracket (budgets 1..9, eta 3: 9 trials at 1, 3 promoted to 3, 1 to 9), max_concurrent=1
+    # on a 2-CPU runtime. Ray's HyperBandForBOHB resumes a promoted trial whatever else runs, and
+    # Tune starts a paused trial while another one's pause is still saving on a new actor: both
+    # would put two trials on two actors at once (a new actor starts in about 1.5 s here, and a
+    # promoted trial runs for 2 s or more), or at least ask for that actor and throw it away.
+    from ray.util import placement_group_table
+
+    space = SearchSpace({"x": Uniform(0.0, 1.0)})
+    before = set(placement_group_table())  # Tune asks for one per actor (removed ones stay listed)
+    result = _study(tmp_path, slow_above_first_rung, space, optimizer="bohb", n_trials=9, seed=2,
+                    budget={"min_budget": 1, "max_budget": 9, "eta": 3}).optimize()
+    # One actor for the study: none requested while a pause saves, nor for the last bracket's
+    # promotions once every trial has been proposed (11 placement groups before).
+    assert len(set(placement_group_table()) - before) == 1
+    assert Counter(len(t.reports) for t in result.trials) == Counter({1: 6, 3: 2, 9: 1})
+    reports = [r.metrics for t in result.trials for r in t.reports]
+    spans = sorted((r["start"], r["end"]) for r in reports)
+    overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert not overlaps, overlaps
+    assert len({r["pid"] for r in reports}) == 1  # every epoch on the one reused actor
 
 
 def test_bohb_model_learns_full_budget_results(tmp_path):

@@ -408,7 +408,15 @@ def _environ(**values: str) -> Iterator[None]:
 def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
     from ray import tune
 
-    from ._driver import Coordinator, HposdkSearcher, RecordCallback, SchedulerProxy, trial_dirname, trial_name
+    from ._driver import (
+        Coordinator,
+        HposdkSearcher,
+        RecordCallback,
+        SchedulerProxy,
+        SyncHyperBand,
+        trial_dirname,
+        trial_name,
+    )
     from ._trainable import StudyPayload, run_trial
 
     to_run = spec.n_trials - len(session.finished)
@@ -426,10 +434,11 @@ def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
         from ..hpbandster import run_seed
 
         bohb_seed = run_seed(spec.seed, len(session.finished) + len(session.rerun))  # as the local backend's BOHB
-    coordinator = Coordinator(spec, session, _searcher(spec, bohb_seed), experiment_dir,
-                              cluster=ray.get_runtime_context().gcs_address, numpy_seed=bohb_seed)
-    coordinator.restore_inner()
     scheduler = _scheduler(spec)
+    coordinator = Coordinator(spec, session, _searcher(spec, bohb_seed), experiment_dir,
+                              cluster=ray.get_runtime_context().gcs_address, numpy_seed=bohb_seed,
+                              resumes=isinstance(scheduler, SyncHyperBand))
+    coordinator.restore_inner()
     if scheduler is not None:
         scheduler = SchedulerProxy(scheduler, coordinator)
 
@@ -446,7 +455,7 @@ def _run(spec: StudySpec, session: RunSession, opts: RayOptions) -> None:
         tune_config=tune.TuneConfig(
             search_alg=HposdkSearcher(coordinator),
             scheduler=scheduler,
-            num_samples=to_run,
+            num_samples=to_run + 1 if coordinator.resumes else to_run,  # see Coordinator.suggest
             reuse_actors=opts.reuse_actors,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
