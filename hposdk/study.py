@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import os
@@ -447,6 +448,8 @@ class Study:
         self.config = cfg
         self.objective = objective
         self.resume = resume
+        self._session: RunSession | None = None  # while optimize() runs (what stop() stops)
+        self._stopped = False
         self.progress = progress
         name = cfg.name or _default_name(objective)
         if not _NAME.match(name):
@@ -592,8 +595,15 @@ class Study:
                 )
 
     # --- running ----------------------------------------------------------------------------------
-    def optimize(self) -> StudyResult:
-        """Run (or resume) the study until ``n_trials`` trials have finished.
+    def optimize(self, *, callbacks: Sequence[Callable[[Study, TrialResult], object]] = ()) -> StudyResult:
+        """Run (or resume) the study until ``n_trials`` trials have finished, or :meth:`stop`.
+
+        Args:
+            callbacks: functions ``callback(study, trial)`` called in the driver after each trial
+                this run finishes (``trial`` is its :class:`~hposdk.TrialResult`, already recorded),
+                on every backend. A callback may call :meth:`stop`, e.g. once a budget is spent.
+                If one raises, the study starts no more trials, the running ones finish, and the
+                exception is raised from here once the record is closed.
 
         Returns:
             The :class:`~hposdk.StudyResult` with every trial, old and new.
@@ -602,11 +612,24 @@ class Study:
             KeyboardInterrupt: after Ctrl-C or SIGTERM, once the record is closed; rerun the same
                 study to resume it.
             ObjectiveError: the objective's output cannot be scored (e.g. the metric is missing).
+
+        Example:
+            >>> from hposdk import Study, SearchSpace, Uniform
+            >>> def stop_when_good(study, trial):
+            ...     if trial.value is not None and trial.value < 0.05:
+            ...         study.stop()
+            >>> study = Study(lambda t: (t.params["x"] - 0.3) ** 2, SearchSpace({"x": Uniform(0.0, 1.0)}),
+            ...               metric="loss", optimizer="random", n_trials=100, seed=0,
+            ...               storage=str(getfixture("tmp_path")), progress=False)
+            >>> result = study.optimize(callbacks=[stop_when_good])
+            >>> len(result.trials) < 100 and result.best.value < 0.05
+            True
         """
         from ._progress import Progress
 
+        hooks = self._hooks(callbacks)
         if self.storage_url is not None:
-            return self._optimize_shared()
+            return self._optimize_shared(hooks)
         path = self.storage / self.name / "study.jsonl"
         if path.exists() and not self.resume:
             path.rename(path.with_name(f"study.{time.strftime('%Y%m%d-%H%M%S')}.jsonl.bak"))
@@ -625,6 +648,7 @@ class Study:
         progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
                             objectives=self.spec.objectives)
         session = RunSession(self.spec, journal, finished, unfinished, next_number, progress)
+        session.callbacks = hooks
 
         def result() -> StudyResult:
             # The record holds exactly what the session saw: build the result from memory rather
@@ -634,7 +658,35 @@ class Study:
 
         return self._run(session, journal, progress, result)
 
-    def _optimize_shared(self) -> StudyResult:
+    def _hooks(self, callbacks: Sequence[Callable[[Study, TrialResult], object]],
+               ) -> list[Callable[[TrialResult], object]]:
+        if callable(callbacks):
+            callbacks = [callbacks]  # type: ignore[list-item]  # one callback passed bare
+        hooks: list[Callable[[TrialResult], object]] = []
+        for i, callback in enumerate(callbacks):
+            if not callable(callback):
+                raise ConfigError(f"callbacks[{i}]: {callback!r} is not callable. Fix: pass functions "
+                                  "callback(study, trial), e.g. callbacks=[stop_when_good]")
+            hooks.append(functools.partial(callback, self))
+        return hooks
+
+    def stop(self) -> None:
+        """Start no more trials: the running ones finish, then :meth:`optimize` returns normally.
+
+        Call it from a callback of :meth:`optimize` (or from another thread while it runs). The
+        record notes the stop; running the same study again continues it towards ``n_trials``.
+
+        Raises:
+            RuntimeError: the study is not running.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"study {self.name!r} is not running: Study.stop() stops a running optimize(). "
+                               "Fix: call it from a callback, optimize(callbacks=[...])")
+        session.stopping = True
+        self._stopped = True
+
+    def _optimize_shared(self, hooks: list[Callable[[TrialResult], object]]) -> StudyResult:
         from ._progress import Progress
 
         record = self._sql()
@@ -653,12 +705,14 @@ class Study:
         progress = Progress(self.name, self.n_trials, self.spec.metric, self.spec.mode, self.progress,
                             objectives=self.spec.objectives)
         session = SharedRunSession(self.spec, record, dict(state.finished), lost, progress)
+        session.callbacks = hooks
         return self._run(session, record, progress, self.result)  # other drivers add trials too
 
     def _run(self, session: RunSession, journal: Any, progress: Any,
              result: Callable[[], StudyResult]) -> StudyResult:
         backend = self.backend_cls()
         progress.start(session.finished)
+        self._session, self._stopped = session, False
         try:
             with _sigterm_as_interrupt():
                 backend.run(self.spec, session)
@@ -668,11 +722,22 @@ class Study:
             progress._line(f"interrupted; {len(session.finished)}/{self.n_trials} trials finished. "
                            "Rerun the same study to resume it.")
             raise
+        else:
+            if session.callback_error is not None or self._stopped:
+                why = "a callback raised" if session.callback_error is not None else "Study.stop()"
+                journal.note(kind="stopped", by=why, finished=len(session.finished))
+                progress.close()
+                if progress.enabled:
+                    progress._line(f"stopped by {why}; {len(session.finished)}/{self.n_trials} trials finished. "
+                                   "Rerun the same study to continue it.")
         finally:
+            self._session = None
             progress.close()
             journal.close()
         if session.abort_error:
             raise ObjectiveError(f"study {self.name!r} stopped: {session.abort_error}")
+        if session.callback_error is not None:
+            raise session.callback_error
         return result()
 
     def result(self) -> StudyResult:

@@ -311,3 +311,63 @@ def test_all_is_honest() -> None:
     assert set(hposdk.__all__) == public - modules
     for name in hposdk.__all__:
         assert getattr(hposdk, name) is not None
+
+
+# --- callbacks and Study.stop() ---------------------------------------------------------------------
+
+
+def _stop_after(n: int, seen: list[Any]) -> Any:
+    def callback(study: Study, trial: Any) -> None:
+        seen.append(trial)
+        if len(seen) == n:
+            study.stop()
+
+    return callback
+
+
+def test_stop_is_noted_in_the_record_and_the_result_is_what_ran(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    study = Study(objectives.quadratic, SearchSpace({"x": Uniform(0.0, 1.0)}), metric="loss", optimizer="tpe",
+                  n_trials=30, seed=0, storage=str(tmp_path), name="budgeted", progress=False)
+    result = study.optimize(callbacks=[_stop_after(4, seen)])
+    assert [t.number for t in result.trials] == [0, 1, 2, 3] == [t.number for t in seen]
+    assert seen == list(result.trials)  # the callback saw the recorded trial itself
+    events = [json.loads(line) for line in (tmp_path / "budgeted" / "study.jsonl").read_text().splitlines()]
+    notes = [e for e in events if e.get("event") == "note"]
+    assert notes[-1]["kind"] == "stopped" and notes[-1]["by"] == "Study.stop()" and notes[-1]["finished"] == 4
+    # A later optimize() of the same object runs normally (the stop belonged to the last run).
+    assert len(study.optimize().trials) == 30
+
+
+@pytest.mark.parametrize("optimizer", ["bohb", "hyperband"])
+def test_a_callback_stops_hpbandster_mid_iteration(tmp_path: Path, optimizer: str) -> None:
+    seen: list[Any] = []
+    study = Study(objectives.epochs, SearchSpace({"x": Uniform(0.0, 3.0)}), metric="loss",
+                  optimizer=optimizer, n_trials=40, seed=0, storage=str(tmp_path), progress=False,
+                  budget={"min_budget": 1, "max_budget": 9, "eta": 3})
+    result = study.optimize(callbacks=[_stop_after(5, seen)])
+    assert len(result.trials) == 5 and all(t.budget == 1 for t in result.trials)  # the first rung, cut short
+    resumed = Study(objectives.epochs, SearchSpace({"x": Uniform(0.0, 3.0)}), metric="loss",
+                    optimizer=optimizer, n_trials=40, seed=0, storage=str(tmp_path), progress=False,
+                    budget={"min_budget": 1, "max_budget": 9, "eta": 3}).optimize()
+    assert len(resumed.trials) == 40
+
+
+def test_a_callback_stops_one_driver_of_a_shared_sqlite_record(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    kw: dict[str, Any] = dict(metric="loss", optimizer="random", n_trials=10, seed=1, name="shared",
+                              storage=f"sqlite:///{tmp_path / 'studies.db'}", progress=False)
+    result = Study(objectives.quadratic, SearchSpace({"x": Uniform(0.0, 1.0)}), **kw).optimize(
+        callbacks=[_stop_after(2, seen)])
+    assert len(result.trials) == 2
+    assert len(Study(objectives.quadratic, SearchSpace({"x": Uniform(0.0, 1.0)}), **kw).optimize().trials) == 10
+
+
+def test_stop_outside_optimize_and_a_non_callable_callback_are_clear_errors(tmp_path: Path) -> None:
+    study = Study(objectives.quadratic, SearchSpace({"x": Uniform(0.0, 1.0)}), metric="loss", optimizer="random",
+                  n_trials=3, seed=0, storage=str(tmp_path), progress=False)
+    with pytest.raises(RuntimeError, match=r"not running.*optimize\(callbacks="):
+        study.stop()
+    with pytest.raises(ConfigError, match=r"callbacks\[1\]: 'stop' is not callable"):
+        study.optimize(callbacks=[lambda s, t: None, "stop"])  # type: ignore[list-item]
+    assert not (tmp_path / study.name / "study.jsonl").exists()  # refused before anything ran

@@ -346,6 +346,11 @@ class RunSession:
         self.progress = progress
         self.stopping = False
         self.abort_error: str | None = None
+        #: Called with each trial this run finishes, once it is recorded (``Study.optimize(callbacks=)``).
+        self.callbacks: list[Callable[[TrialResult], object]] = []
+        #: The first exception a callback raised: the study stops starting trials and
+        #: ``Study.optimize`` raises it once the record is closed (never from inside an engine's loop).
+        self.callback_error: Exception | None = None
         self._unread_warned = False
 
     # --- trial budget --------------------------------------------------------------------------
@@ -413,6 +418,17 @@ class RunSession:
         if accessed is not None and result.state is not TrialState.FAILED:
             self._check_reads(accessed)
         self.progress.update(self, result)
+        if self.callbacks and self.callback_error is None:
+            self._call_back(result)
+
+    def _call_back(self, result: TrialResult) -> None:
+        for callback in self.callbacks:
+            try:
+                callback(result)
+            except Exception as exc:  # noqa: BLE001 - raised by Study.optimize once the engine has wound down
+                self.callback_error = exc
+                self.stopping = True
+                return
 
     def result_from(
         self,

@@ -231,6 +231,42 @@ class BackendConformance:
         assert all(c == 1 for c in calls.values()), f"a trial ran twice: {calls}"
         assert [t.params for t in _by_number(second)][:3] == [t.params for t in _by_number(first)]
 
+    def test_a_callback_can_stop_the_study_and_a_rerun_continues_it(self, tmp_path: Path) -> None:
+        self._capable("random")
+        space = SearchSpace({"x": Uniform(0.0, 1.0)})
+        seen: list[int] = []
+
+        def stop_after_three(study: Study, trial: Any) -> None:
+            assert trial.state is TrialState.COMPLETE and trial.value is not None  # recorded, scored
+            seen.append(trial.number)
+            if len(seen) == 3:
+                study.stop()
+
+        kw = dict(optimizer="random", seed=2, name="stoppable", n_trials=12)
+        first = self.study(tmp_path, objectives.quadratic, space, **kw).optimize(callbacks=[stop_after_three])
+        # The trials already running when stop() is called finish (and are reported too).
+        assert 3 <= len(first.trials) < 3 + self.max_concurrent, len(first.trials)
+        assert sorted(seen) == sorted(t.number for t in first.trials)
+        second = self.study(tmp_path, objectives.quadratic, space, **kw).optimize()
+        assert len(second.trials) == 12
+        assert [t.params for t in _by_number(second)][:len(first.trials)] == [t.params for t in _by_number(first)]
+
+    def test_a_failing_callback_stops_the_study_with_its_own_error(self, tmp_path: Path) -> None:
+        self._capable("random")
+        space = SearchSpace({"x": Uniform(0.0, 1.0)})
+        calls: list[int] = []
+
+        def broken(study: Study, trial: Any) -> None:
+            calls.append(trial.number)
+            raise LookupError(f"callback failed on trial {trial.number}")
+
+        study = self.study(tmp_path, objectives.quadratic, space, optimizer="random", seed=0, n_trials=10)
+        with pytest.raises(LookupError, match="callback failed on trial"):
+            study.optimize(callbacks=[broken])
+        assert len(calls) == 1  # not called again once it failed
+        recorded = study.result()
+        assert 1 <= len(recorded.trials) < 1 + self.max_concurrent  # the trial it saw is recorded
+
     def test_missing_metric_stops_the_study(self, tmp_path: Path) -> None:
         self._capable("random")
         space = SearchSpace({"x": Uniform(0.0, 1.0)})
