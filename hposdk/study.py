@@ -633,6 +633,8 @@ class Study:
         path = self.storage / self.name / "study.jsonl"
         if path.exists() and not self.resume:
             path.rename(path.with_name(f"study.{time.strftime('%Y%m%d-%H%M%S')}.jsonl.bak"))
+        if not path.exists():
+            _move_trial_dirs_aside(self.spec.workdir)
         finished: dict[int, Any] = {}
         unfinished: list[Any] = []
         next_number = 0
@@ -692,6 +694,7 @@ class Study:
         record = self._sql()
         if not self.resume and record.header() is not None:
             record.move_aside()
+            _move_trial_dirs_aside(self.spec.workdir)
         record.open(self._header())
         try:
             state = record.read()
@@ -762,6 +765,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _move_trial_dirs_aside(workdir: Path) -> None:
+    """Move trial directories a new record did not make into ``trials.<time>.bak/``.
+
+    A fresh record numbers its trials from 0 again: trial 0 would otherwise find the old trial 0's
+    files, and ``trial.load_checkpoint()`` would continue the old run's model.
+    """
+    if not workdir.is_dir():
+        return
+    old = [d for d in workdir.iterdir() if d.name.startswith("trial_") and d.is_dir()]
+    if not old:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = workdir / f"trials.{stamp}.bak"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = workdir / f"trials.{stamp}-{n}.bak"
+    aside.mkdir()
+    for d in old:
+        d.rename(aside / d.name)
 
 
 def load_study(name_or_path: str | os.PathLike[str], storage: str | os.PathLike[str] | None = None) -> StudyResult:

@@ -371,3 +371,23 @@ def test_stop_outside_optimize_and_a_non_callable_callback_are_clear_errors(tmp_
     with pytest.raises(ConfigError, match=r"callbacks\[1\]: 'stop' is not callable"):
         study.optimize(callbacks=[lambda s, t: None, "stop"])  # type: ignore[list-item]
     assert not (tmp_path / study.name / "study.jsonl").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("where", ["directory", "sqlite"])
+def test_starting_over_does_not_continue_the_old_trials_checkpoints(tmp_path: Path, where: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a database record keeps its trial directories under ./hposdk-studies
+    storage = str(tmp_path) if where == "directory" else f"sqlite:///{tmp_path / 'studies.db'}"
+
+    def run(resume: bool) -> StudyResult:
+        return Study(objectives.epochs, SearchSpace({"x": Uniform(0.0, 1.0)}), metric="loss", optimizer="random",
+                     n_trials=2, seed=0, name="ckpt", storage=storage, resume=resume, progress=False).optimize()
+
+    first = run(True)
+    assert [t.metrics["resumed_from"] for t in first.trials] == [0, 0]
+    again = run(False)  # trial 0 of the new record must not find the old trial 0's checkpoint
+    assert [t.metrics["resumed_from"] for t in again.trials] == [0, 0]
+    assert [t.metrics["epochs"] for t in again.trials] == [9, 9]
+    workdir = (tmp_path if where == "directory" else tmp_path / hposdk.study.DEFAULT_STORAGE) / "ckpt"
+    kept = list(workdir.glob("trials.*.bak/trial_00000"))
+    assert kept and any(kept[0].iterdir()), "the old trial's files must be kept aside, not deleted"
