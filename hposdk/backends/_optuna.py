@@ -119,3 +119,57 @@ def _tell_function() -> Any:
 
 
 _TELL: Any = False
+
+
+#: Optuna pruners by hposdk name (the local backend and ClearML's TPE both use Optuna's).
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+}
+
+
+class PrunerPlan:
+    """One meaning of an Optuna pruner under the budget protocol, for every backend that uses one.
+
+    With a study ``budget``, the successive-halving pruners (``successive_halving``, ``hyperband``)
+    take their rungs from it (``min_resource=min_budget``, ``reduction_factor=eta`` and, for
+    hyperband, ``max_resource=max_budget``; ``pruner_options`` override them) and see the *number of
+    reports so far* as the step, as Ray's ASHA counts ``training_iteration``: a rung of 3 is the
+    third report whatever steps the objective reports (``trial.report(epoch)`` with a 0- or 1-based
+    epoch). Other pruners, and pruners without a budget, see the objective's own steps.
+
+    Args:
+        pruner: the hposdk pruner name (None: no pruner).
+        options: the study's ``pruner_options``.
+        budget: the study's budget (a ``Budget``), or None.
+    """
+
+    def __init__(self, pruner: str | None, options: dict[str, Any], budget: Any) -> None:
+        self.pruner = pruner
+        #: Whether the pruner's step is the report count (see the class docstring).
+        self.counts_reports = budget is not None and pruner in ("successive_halving", "hyperband")
+        self.options = dict(options)
+        if self.counts_reports:
+            defaults: dict[str, Any] = {"min_resource": max(1, int(budget.min_budget)),
+                                        "reduction_factor": max(2, round(budget.eta))}
+            if pruner == "hyperband":
+                defaults["max_resource"] = max(1, int(budget.max_budget))
+            self.options = {**defaults, **self.options}
+
+    def make(self) -> Any:
+        """A new Optuna pruner (Optuna's ``NopPruner`` without one: its own default would be a median)."""
+        import optuna
+
+        if self.pruner is None:
+            return optuna.pruners.NopPruner()
+        return getattr(optuna.pruners, PRUNERS[self.pruner])(**self.options)
+
+    def steps(self, reports: Any) -> list[int]:
+        """The pruner's step of each report in ``reports`` (records with ``.step``), in order."""
+        return list(range(1, len(reports) + 1)) if self.counts_reports else [int(r.step) for r in reports]
+
+    def step(self, count: int, step: int) -> int:
+        """The pruner's step of a trial's ``count``-th report (1-based), reported at ``step``."""
+        return count if self.counts_reports else step

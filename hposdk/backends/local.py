@@ -36,15 +36,10 @@ from ..spaces import GridCursor
 from ..trial import Report, Trial
 from . import _optuna
 from ._base import Backend, Capabilities, Outcome, RunSession, StudySpec, check_options, run_objective
+from ._optuna import PRUNERS
 
 __all__ = ["LocalBackend", "LocalOptions"]
 
-PRUNERS = {
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-}
 #: Optimizers that are Optuna samplers (proposals come from the in-memory Optuna study).
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -189,21 +184,13 @@ class _Engine:
         self.prune_metric = spec.pruning_metric
         shadow = spec.pruner is not None and (self.goals.multi or self.prune_metric != spec.metric)
 
-        # One budget protocol: with a study budget, the successive-halving pruners take their rungs
-        # from it (min_budget * eta**k reports, as Ray's ASHA), and see the report count as the step.
-        rung_pruner = spec.budget is not None and spec.pruner in ("successive_halving", "hyperband")
-        self.step_offset = 1 if rung_pruner else 0
-        pruner_options = dict(spec.pruner_options)
-        if rung_pruner:
-            assert spec.budget is not None
-            defaults: dict[str, Any] = {"min_resource": max(1, int(spec.budget.min_budget)),
-                                        "reduction_factor": max(2, round(spec.budget.eta))}
-            if spec.pruner == "hyperband":
-                defaults["max_resource"] = max(1, int(spec.budget.max_budget))
-            pruner_options = {**defaults, **pruner_options}
+        # One budget protocol (see _optuna.PrunerPlan): with a study budget, the successive-halving
+        # pruners take their rungs from it and count reports, as Ray's ASHA does.
+        self.pruning = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
+        self._reports: dict[int, int] = {}  # pruning trial number -> reports so far
 
         def make_pruner() -> Any:
-            return getattr(optuna.pruners, PRUNERS[spec.pruner])(**pruner_options)  # type: ignore[index]
+            return self.pruning.make()
 
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
@@ -262,7 +249,7 @@ class _Engine:
                            if t.constraint_violations and state == ts.COMPLETE else {})
             if self._failures_told and state in (ts.COMPLETE, ts.PRUNED):
                 constraints = {**constraints, FAILED_KEY: 0.0, **failed_as}
-            inter = {r.step + self.step_offset: r.metrics[self.prune_metric] for r in t.reports
+            inter = {step: r.metrics[self.prune_metric] for step, r in zip(self.pruning.steps(t.reports), t.reports)
                      if self.prune_metric in r.metrics}
             self.study.add_trial(
                 self.optuna.trial.create_trial(
@@ -305,9 +292,11 @@ class _Engine:
     def report(self, otrial: Any, report: Report | ReportRecord) -> None:
         if otrial is None:
             return
+        ptrial = self._pruning_trial(otrial)
+        count = self._reports[ptrial.number] = self._reports.get(ptrial.number, 0) + 1
         value = report.metrics.get(self.prune_metric)
         if value is not None:
-            self._pruning_trial(otrial).report(value, report.step + self.step_offset)
+            ptrial.report(value, self.pruning.step(count, report.step))
 
     def should_prune(self, otrial: Any) -> bool:
         return otrial is not None and bool(self._pruning_trial(otrial).should_prune())
@@ -317,6 +306,7 @@ class _Engine:
             return
         ts = self.optuna.trial.TrialState
         main, shadow = otrial if isinstance(otrial, tuple) else (otrial, None)
+        self._reports.pop(self._pruning_trial(otrial).number, None)
         if self.goals.constraints and outcome.state is TrialState.COMPLETE:
             # Samplers (TPE, NSGA-II, GP) learn feasibility from these (Optuna 5's set_constraint).
             for i, v in enumerate(self.goals.violations(outcome.metrics)):

@@ -249,3 +249,37 @@ def test_clearml_remote_gives_optimizers_without_rungs_max_budget(tmp_path: Path
     assert all(len(t.reports) == MAX for t in result.trials)  # the objective trained max_budget epochs
     ran = _epochs_trained(tmp_path / "epochs.jsonl")
     assert {e["budget"] for runs in ran.values() for e in runs} == {MAX}
+
+
+def curve_from(trial: Any) -> dict[str, float]:
+    """``trial.budget`` epochs of a learning curve, reported at steps ``first_step``, ``first_step + 1``..."""
+    x, first = float(trial.params["x"]), int(trial.params["first_step"])
+    loss = 0.0
+    for k in range(round(trial.budget)):
+        loss = (x - 0.3) ** 2 + 0.5**k
+        trial.report(first + k, loss=loss)
+        if trial.should_prune():
+            break
+    return {"loss": loss}
+
+
+@pytest.mark.parametrize("first_step", [0, 1])
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_optuna_pruners_count_reports_alike_on_local_and_clearml(pruner: str, first_step: int, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rungs are counted in reports, whatever step the objective starts at (0-based epochs, 1-based),
+    and ClearML's TPE makes the local backend's decisions (its Optuna study is named as the local
+    one: HyperbandPruner puts a trial in a bracket by the study name and the trial number)."""
+    pytest.importorskip("clearml")
+    _clearml_offline(tmp_path, monkeypatch)
+    runs = {}
+    for backend in ("local", "clearml"):
+        result = Study(curve_from, SPACE, metric="loss", backend=backend, optimizer="tpe", pruner=pruner,
+                       n_trials=20, seed=3, budget=BUDGET, fixed={"first_step": first_step}, name="curve",
+                       storage=str(tmp_path / backend), progress=False,
+                       backend_options={"executor": "local"} if backend == "clearml" else {}).optimize()
+        trials = sorted(result.trials, key=lambda t: t.number)
+        runs[backend] = [(t.params["x"], t.state, len(t.reports)) for t in trials]
+        pruned = result.by_state(TrialState.PRUNED)
+        assert pruned and {len(t.reports) for t in pruned} <= set(RUNGS), sorted(len(t.reports) for t in pruned)
+    assert runs["local"] == runs["clearml"]

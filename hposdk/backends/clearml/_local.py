@@ -39,6 +39,7 @@ from typing import Any, TypeGuard
 from ..._goals import Goals
 from ...result import ReportRecord, TrialResult, TrialState
 from ...trial import Report
+from .. import _optuna
 from .._base import Outcome, RunSession, StudySpec
 from ..local import _Driver
 from ._options import ClearMLOptions, objective_scalars
@@ -53,7 +54,9 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
 
     finished = sorted(finished, key=lambda t: t.number)
     goals = spec.goals
-    history = [history_entry(t, goals) for t in finished]
+    # The budget protocol's rungs and report counting, as on the local backend (_optuna.PrunerPlan).
+    plan = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
+    history = [history_entry(t, goals, plan) for t in finished]
     names, modes = list(goals.objectives), list(goals.objectives.values())
     common: dict[str, Any] = dict(
         base_task_id="hposdk-local",
@@ -68,10 +71,11 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
         hposdk_section=options.section,
         hposdk_names=dict(options.param_names),
         hposdk_seed=spec.seed,
+        hposdk_study_name=spec.name,
         hposdk_offline=True,
         hposdk_history=history,
         hposdk_pruner=spec.pruner,
-        hposdk_pruner_options=dict(spec.pruner_options),
+        hposdk_pruner_options=plan.options,
         hposdk_objectives=dict(goals.objectives),
         hposdk_pruning={"metric": spec.pruning_metric, "mode": goals.pruning_mode},
     )
@@ -91,7 +95,7 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
     raise AssertionError(f"unreachable: optimizer {spec.optimizer!r} was checked")  # pragma: no cover
 
 
-def history_entry(trial: TrialResult, goals: Goals | str) -> dict[str, Any]:
+def history_entry(trial: TrialResult, goals: Goals | str, plan: _optuna.PrunerPlan | None = None) -> dict[str, Any]:
     """A finished trial as the plain data the strategies warm-start from (see ``HposdkStrategy``).
 
     ``values`` holds every objective's value (None unless the trial completed with all of them);
@@ -101,13 +105,14 @@ def history_entry(trial: TrialResult, goals: Goals | str) -> dict[str, Any]:
     prune = goals.pruning_metric or goals.primary
     pvalue = trial.metrics.get(prune)
     complete = trial.state is TrialState.COMPLETE
+    steps = plan.steps(trial.reports) if plan is not None else [r.step for r in trial.reports]
     return {
         "params": dict(trial.params),
         "state": str(trial.state),
         "value": trial.value,
         "values": goals.values(trial.metrics) if complete else None,
         "prune_value": float(pvalue) if complete and _number(pvalue) else None,
-        "reports": [[r.step, r.metrics[prune]] for r in trial.reports if prune in r.metrics],
+        "reports": [[step, r.metrics[prune]] for step, r in zip(steps, trial.reports) if prune in r.metrics],
     }
 
 
@@ -121,6 +126,7 @@ class _Handle:
 
     main: Any = None
     prune: Any = None
+    reports: int = 0  # so far (the pruner's step under the budget protocol)
 
 
 class ClearMLEngine:
@@ -130,6 +136,7 @@ class ClearMLEngine:
         self.spec = spec
         self.goals = spec.goals
         self.prune_metric = spec.pruning_metric
+        self.pruning = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
         self.strategy = make_strategy(spec, options, finished)
         self.tpe = spec.optimizer == "tpe"
         self._pending: dict[str, Any] = {}
@@ -175,9 +182,10 @@ class ClearMLEngine:
         return _Handle(main=otrial, prune=otrial), params
 
     def report(self, handle: _Handle, report: Report | ReportRecord) -> None:
+        handle.reports += 1
         value = report.metrics.get(self.prune_metric)
         if handle.prune is not None and value is not None:
-            handle.prune.report(value, report.step)
+            handle.prune.report(value, self.pruning.step(handle.reports, report.step))
 
     def should_prune(self, handle: _Handle) -> bool:
         return bool(handle.prune.should_prune()) if handle.prune is not None else False

@@ -40,6 +40,7 @@ from ..._record import read_record
 from ...exceptions import ConfigError, UnsupportedError
 from ...result import ReportRecord, TrialResult, TrialState
 from ...spaces import SearchSpace
+from .. import _optuna
 from .._base import Outcome, RunSession, StudySpec
 from ._agent import HPOSDK_SECTION, OUTCOME_CONFIG, STUDY_CONFIG
 from ._options import ClearMLOptions, create_module_task, objective_scalars
@@ -258,6 +259,7 @@ def build_optimizer_kwargs(
         hposdk_section=opts.section,
         hposdk_names=dict(opts.param_names),
         hposdk_seed=spec.seed,
+        hposdk_study_name=spec.name,
         hposdk_rerun=[dict(p) for p in rerun],
     )
     done = sorted(finished, key=lambda t: t.number)
@@ -265,7 +267,8 @@ def build_optimizer_kwargs(
         hposdk_history=[history_entry(t, goals) for t in done],
         hposdk_taken=[dict(p) for p in running],
         hposdk_pruner=spec.pruner,
-        hposdk_pruner_options=dict(spec.pruner_options),
+        # The budget's rungs, as on the local backend (steps here are ClearML iterations, see docs).
+        hposdk_pruner_options=_optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget).options,
         hposdk_objectives=dict(goals.objectives),
         hposdk_pruning={"metric": spec.pruning_metric, "mode": goals.pruning_mode, "title": prune_title,
                         "series": prune_series},

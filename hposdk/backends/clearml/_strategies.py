@@ -35,23 +35,18 @@ from typing import Any
 from clearml.automation.optimization import GridSearch, RandomSearch
 
 from ...spaces import SearchSpace
+from .._optuna import PRUNERS, PrunerPlan
 from ._translate import DEFAULT_SECTION, decode, encode, params_key
-
-PRUNERS = {
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-}
 
 
 def make_pruner(name: str | None, options: Mapping[str, Any]) -> Any:
-    """An Optuna pruner by hposdk name (``median``...), or Optuna's ``NopPruner`` for None."""
-    import optuna
+    """An Optuna pruner by hposdk name (``median``...), or Optuna's ``NopPruner`` for None.
 
-    if name is None:
-        return optuna.pruners.NopPruner()
-    return getattr(optuna.pruners, PRUNERS[name])(**dict(options))
+    ``options`` are complete: the budget protocol's defaults were added by the backend
+    (:class:`~hposdk.backends._optuna.PrunerPlan`), which the kwargs carry as plain data.
+    """
+    return PrunerPlan(name, dict(options), None).make()
+
 
 __all__ = ["PRUNERS", "HposdkGridSearch", "HposdkRandomSearch", "HposdkStrategy", "clearml_random", "make_pruner"]
 
@@ -81,6 +76,10 @@ class HposdkStrategy:
         hposdk_section: the ClearML section of the names (``Args``); None for bare names.
         hposdk_names: full ClearML names of single parameters (``{"n": "Args/num_samples"}``).
         hposdk_seed: the study seed.
+        hposdk_study_name: the hposdk study's name, given to the Optuna studies made here, as the
+            local backend does: Optuna's HyperbandPruner puts a trial in a bracket by a hash of the
+            study name and the trial number, so an unnamed study (a random name) would prune other
+            trials on every run, and not the ones the local backend prunes.
         hposdk_taken: params (hposdk names) of trials that finished already: never proposed again.
         hposdk_rerun: params of trials that started but never finished: proposed first.
         hposdk_offline: skip the base-task check (no server; hposdk runs the trials itself).
@@ -104,6 +103,7 @@ class HposdkStrategy:
         hposdk_section: str | None = DEFAULT_SECTION,
         hposdk_names: Mapping[str, str] | None = None,
         hposdk_seed: int = 0,
+        hposdk_study_name: str | None = None,
         hposdk_taken: Sequence[Mapping[str, Any]] = (),
         hposdk_rerun: Sequence[Mapping[str, Any]] = (),
         hposdk_offline: bool = False,
@@ -124,6 +124,7 @@ class HposdkStrategy:
         self.hposdk_section = hposdk_section
         self.hposdk_names = dict(hposdk_names or {})
         self.hposdk_seed = hposdk_seed
+        self.hposdk_study_name = hposdk_study_name
         self.hposdk_taken: set[str] = {params_key(self.hposdk_space.validate_params(p)) for p in hposdk_taken}
         self.hposdk_rerun: deque[dict[str, Any]] = deque(self.hposdk_space.validate_params(p) for p in hposdk_rerun)
         self.hposdk_offline = hposdk_offline
@@ -204,7 +205,7 @@ class HposdkStrategy:
         if pruning:
             mode = self.hposdk_pruning.get("mode")
             directions = [directions[0] if mode is None else ("minimize" if mode == "min" else "maximize")]
-        study = optuna.create_study(directions=directions, sampler=sampler,
+        study = optuna.create_study(study_name=self.hposdk_study_name, directions=directions, sampler=sampler,
                                     pruner=make_pruner(self.hposdk_pruner if with_pruner else None,
                                                        self.hposdk_pruner_options))
         dists = _optuna.to_optuna(self.hposdk_space)
