@@ -187,8 +187,15 @@ def choose(
 
 
 
-def resolve_config(config: Any, objectives_count: int) -> tuple[Any, Choice]:
+def resolve_config(config: Any, objectives_count: int, recorded: Mapping[str, Any] | None = None) -> tuple[Any, Choice]:
     """A :class:`~hposdk.StudyConfig` with ``optimizer='auto'`` made concrete, and the choice.
+
+    Args:
+        config: the study's configuration, with ``optimizer='auto'``.
+        objectives_count: how many objectives the study has.
+        recorded: the choice a resumed study's record holds (``Choice.to_dict()``): a study keeps
+            the optimizer it started with, as it keeps its seed, even when ``n_trials`` has grown
+            (which could change the choice: the record would say one optimizer while another ran).
 
     Raises:
         ConfigError: ``optimizer_options`` were given with ``auto`` (they belong to one optimizer).
@@ -202,11 +209,20 @@ def resolve_config(config: Any, objectives_count: int) -> tuple[Any, Choice]:
             f"{dict(config.optimizer_options)} were given. Fix: name the optimizer they belong to "
             "(e.g. optimizer='tpe'), or drop them"
         )
+    if recorded is not None:
+        choice = Choice(optimizer=recorded["optimizer"], reason=recorded.get("reason", ""),
+                        optimizer_options=dict(recorded.get("optimizer_options") or {}),
+                        pruner=recorded.get("pruner"), pruner_options=dict(recorded.get("pruner_options") or {}))
+        return _apply(config, choice), choice
     backend = get_backend(config.backend)
     choice = choose(config.space, n_trials=config.n_trials, capabilities=backend.capabilities,
                     installed=installed_engines(), budget=config.budget, objectives_count=objectives_count,
                     max_concurrent=config.max_concurrent, backend=config.backend, pruner=config.pruner)
+    return _apply(config, choice), choice
+
+
+def _apply(config: Any, choice: Choice) -> Any:
     update: dict[str, Any] = {"optimizer": choice.optimizer, "optimizer_options": dict(choice.optimizer_options)}
     if choice.pruner is not None:
         update.update(pruner=choice.pruner, pruner_options={**choice.pruner_options, **config.pruner_options})
-    return config.model_copy(update=update), choice
+    return config.model_copy(update=update)

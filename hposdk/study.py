@@ -322,7 +322,8 @@ class Study:
         pruning_metric: the metric pruners watch (required with a pruner and several objectives).
         backend: where trials run: ``'local'`` (default), ``'ray'``, ``'clearml'``...
         optimizer: ``'grid'``, ``'random'``, ``'tpe'``... (what the backend offers); ``'auto'`` picks one
-            from the space, ``n_trials`` and ``budget`` (``hposdk/_auto.py``; kept in the record).
+            from the space, ``n_trials`` and ``budget`` (``hposdk/_auto.py``); the record keeps the choice
+            and a resumed study keeps it, as it keeps its seed.
         n_trials: how many trials to finish (defaults to the grid size for grid search).
         max_concurrent: trials run at the same time.
         seed: makes grid/random proposals and seeded samplers reproducible (chosen and recorded
@@ -477,10 +478,13 @@ class Study:
                     raise ConfigError(f"{where}: the objective returns {list(metrics)}, not {name!r}.{hint}")
         #: What optimizer="auto" resolved to (None otherwise); the record keeps it (header "optimizer_choice").
         self.optimizer_choice: Any = None
+        previous = self._existing_header()
         if cfg.optimizer == "auto":
             from ._auto import resolve_config
 
-            cfg, self.optimizer_choice = resolve_config(cfg, len(goals.objectives))
+            # A resumed study keeps the choice its record holds (as it keeps its seed).
+            recorded = previous.get("optimizer_choice") if previous else None
+            cfg, self.optimizer_choice = resolve_config(cfg, len(goals.objectives), recorded)
             self.config = cfg
         n_trials = cfg.n_trials
         if cfg.optimizer == "grid":
@@ -500,7 +504,6 @@ class Study:
                 f"backend_options for backend {cfg.backend!r}:\n" + format_validation_error(exc)
             ) from None
         seed = cfg.seed
-        previous = self._existing_header()
         if seed is None:
             seed = previous.get("seed") if previous else None
         if seed is None:

@@ -142,6 +142,25 @@ def test_study_auto_with_a_budget_adds_pruning(tmp_path) -> None:
     assert study.spec.pruner == "hyperband"
 
 
+def test_a_resumed_auto_study_keeps_the_optimizer_its_record_holds(tmp_path) -> None:
+    budget = {"min_budget": 1, "max_budget": 9, "eta": 3}
+
+    def study(n_trials: int, resume: bool = True) -> Study:
+        return Study(_objective, {"x": Uniform(0.0, 1.0)}, metric="loss", optimizer="auto", n_trials=n_trials,
+                     budget=budget, storage=tmp_path, name="grows", seed=0, resume=resume, progress=False)
+
+    first = study(3)
+    assert first.spec.optimizer == "random"  # a tiny budget
+    first.optimize()
+    # 500 trials alone would choose TPE with Hyperband pruning; the study goes on as it started.
+    assert (study(500, resume=False).spec.optimizer, study(500, resume=False).spec.pruner) == ("tpe", "hyperband")
+    grown = study(500)
+    assert (grown.spec.optimizer, grown.spec.pruner) == ("random", None)
+    assert grown.optimizer_choice.reason == first.optimizer_choice.reason
+    result = grown.optimize()
+    assert len(result.trials) == 500 and result.optimizer == "random"
+
+
 def test_auto_refuses_optimizer_options(tmp_path) -> None:
     with pytest.raises(ConfigError, match="optimizer='auto' chooses the optimizer and its options"):
         Study(_objective, {"x": Uniform(0.0, 1.0)}, metric="loss", optimizer="auto", n_trials=20,
