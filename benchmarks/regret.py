@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .problems import MF_BUDGET, PROBLEMS, Problem
+from .problems import MF_BUDGET, MF_MAX, PROBLEMS, Problem
 
 __all__ = ["ARMS", "PEER_DEFAULTS", "Arm", "Unit", "arms_for", "run_units", "summarize"]
 
@@ -114,13 +114,6 @@ class Unit:
     seed: int
     n_trials: int | None = None
     units: float | None = None
-    #: Multi-fidelity arms with a pruner: how many trials spent the budget for an earlier seed (plus
-    #: a margin), so that this run starts there instead of resuming its way up (see run_units).
-    trials_hint: int | None = None
-
-    @property
-    def hint_key(self) -> tuple[str, str, float | None]:
-        return self.problem, self.arm.label, self.units
 
 
 @dataclass
@@ -134,8 +127,6 @@ class Outcome:
     #: Ray's BOHB: the regret of the same run counted as hpbandster's evaluations (see
     #: multifidelity.as_evaluations), which is what the adapter check compares with local/bohb.
     regret_evaluations: float | None = None
-    #: Multi-fidelity arms: the trials that spent the budget (the next seed's ``trials_hint``).
-    trials_needed: int | None = None
 
 
 # --- running one unit ---------------------------------------------------------------------------
@@ -182,36 +173,78 @@ def _run_single(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[floa
     return (min(values) if values else math.nan), len(result.trials), _chosen(study, result)
 
 
-def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path,
-                        hint: int | None = None) -> tuple[float, int, str, float | None, int]:
+#: Trials a pruned multi-fidelity run may start at most, per unit of budget: more than the budget
+#: can pay for (a trial costs at least one epoch of 27), so the budget, not this, ends the run.
+MF_TRIAL_CAP = 50
+
+
+def auto_choice(problem: Problem, backend: str, n_trials: int) -> Any:
+    """What ``optimizer='auto'`` resolves to for ``problem`` on ``backend`` with ``n_trials``."""
+    from hposdk import Budget
+    from hposdk._auto import choose, installed_engines
+    from hposdk.backends._registry import get_backend
+
+    budget = Budget(**MF_BUDGET) if problem.multi_fidelity else None
+    return choose(problem.space, n_trials=n_trials, capabilities=get_backend(backend).capabilities,
+                  installed=installed_engines(), budget=budget, backend=backend)
+
+
+class StopWhenSpent:
+    """A study callback that stops the study once its trials' epochs reach ``units`` full evaluations.
+
+    A trial costs the epochs it reported (a pruned one, fewer than 27), so how many trials a budget
+    pays for is known only as the run goes: the study is given more trials than any budget pays for
+    and stopped here.
+    """
+
+    def __init__(self, units: float) -> None:
+        self.left = units * MF_MAX
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        self.left -= len(trial.reports)
+        if self.left <= 1e-9:
+            study.stop()
+
+
+def _pruned(problem: Problem, arm: Arm, units: float) -> bool:
+    """Whether the arm's trials may stop early, so that their number is set by the budget.
+
+    ``auto`` counts only if it resolves to a pruner both with the budget's trial count and with the
+    cap (the choice looks at ``n_trials``: on the local backend 100 trials give a GP, 300 TPE with
+    Hyperband pruning), so that the cap never changes what it runs.
+    """
+    if arm.optimizer != "auto":
+        return arm.pruner is not None
+    low, cap = (auto_choice(problem, arm.backend, math.ceil(n)).to_dict() for n in (units, MF_TRIAL_CAP * units))
+    del low["reason"], cap["reason"]  # the reason quotes n_trials
+    return low["pruner"] is not None and low == cap
+
+
+def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str, float | None]:
     from .multifidelity import as_evaluations, history_of, ray_bohb_trials, regret_at, schedule, spent
 
     units = float(problem.units or 0)
     name = f"{problem.name}-{arm.backend}-{arm.optimizer}{'-' + arm.pruner if arm.pruner else ''}-{seed}"
     ray_bohb = arm.backend == "ray" and arm.optimizer == "bohb"
+    callbacks: list[Any] = []
     if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
         n = schedule(units)[0]  # exactly the evaluations raw hpbandster runs for this budget
     elif ray_bohb:
         # Whole brackets in one run: a resumed run would open a new Hyperband iteration.
         n = ray_bohb_trials(units)
+    elif _pruned(problem, arm, units):
+        # Pruned trials cost less: the budget, counted as it is spent, ends the run.
+        n, callbacks = math.ceil(MF_TRIAL_CAP * units), [StopWhenSpent(units)]
     else:
-        # Pruned trials cost less, so how many trials spend the budget is known only afterwards.
-        # Start from what an earlier seed of this arm needed (the hint): each resume below costs
-        # a study start (on Ray, seconds).
-        n = max(math.ceil(units), hint or 0) if arm.pruner is not None else math.ceil(units)
-    while True:  # resume with more trials until the budget is spent; the regret is read at the budget
-        study = _study(problem, arm, seed, root, n, name)
-        result = study.optimize()
-        by_reports = result.optimizer not in ("bohb", "hyperband") or arm.backend != "local"
-        hist = history_of(result, by_reports=by_reports)
-        if spent(hist) >= units or n > 50 * units:
-            evaluations = regret_at(as_evaluations(result), units, problem.minimum) if ray_bohb else None
-            return (regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result),
-                    evaluations, n)
-        # Resume once more with the trials the cost so far says the budget takes (plus 10%),
-        # rather than growing by a fixed step (each resume costs a study start).
-        used = spent(hist)
-        n = max(n + 5, math.ceil(n * units / used * 1.1) if used > 0 else 2 * n)
+        n = math.ceil(units)  # every trial runs all its epochs: one unit each
+    study = _study(problem, arm, seed, root, n, name)
+    result = study.optimize(callbacks=callbacks)
+    by_reports = result.optimizer not in ("bohb", "hyperband") or arm.backend != "local"
+    hist = history_of(result, by_reports=by_reports)
+    if spent(hist) < units - 1 / MF_MAX:
+        raise RuntimeError(f"{name}: {len(result.trials)} trials spent {spent(hist):.2f} of {units} units")
+    evaluations = regret_at(as_evaluations(result), units, problem.minimum) if ray_bohb else None
+    return regret_at(hist, units, problem.minimum), len(result.trials), _chosen(study, result), evaluations
 
 
 def _run_raw_optuna(problem: Problem, arm: Arm, seed: int) -> tuple[float, int, str]:
@@ -254,7 +287,6 @@ def run_unit(unit: Unit, root: str) -> Outcome:
     where = Path(tempfile.mkdtemp(prefix="unit-", dir=root))
     start = time.perf_counter()
     evaluations = None
-    needed = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -263,12 +295,10 @@ def run_unit(unit: Unit, root: str) -> Outcome:
             elif unit.arm.backend == "raw-hpbandster":
                 regret, n, chosen = _run_raw_hpbandster(problem, unit.arm, unit.seed)
             elif problem.multi_fidelity:
-                regret, n, chosen, evaluations, needed = _run_multi_fidelity(problem, unit.arm, unit.seed, where,
-                                                                             unit.trials_hint)
+                regret, n, chosen, evaluations = _run_multi_fidelity(problem, unit.arm, unit.seed, where)
             else:
                 regret, n, chosen = _run_single(problem, unit.arm, unit.seed, where)
-        return Outcome(unit, regret, time.perf_counter() - start, n, chosen, regret_evaluations=evaluations,
-                       trials_needed=needed)
+        return Outcome(unit, regret, time.perf_counter() - start, n, chosen, regret_evaluations=evaluations)
     except Exception:
         return Outcome(unit, math.nan, time.perf_counter() - start, 0, "", traceback.format_exc()[-2000:])
     finally:
@@ -324,9 +354,6 @@ def ray_slots(other_running: int, other_queued: int, workers: int) -> int:
 def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) -> list[Outcome]:
     """Run ``units``: the non-Ray ones in ``workers`` processes, the Ray ones in up to
     :data:`RAY_DRIVERS` more processes that share one Ray runtime started here.
-
-    Units are handed out one at a time, so that a multi-fidelity arm's later seeds start from the
-    trial count its earlier seeds needed (``Unit.trials_hint``) whichever process ran them.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, wait
@@ -340,7 +367,6 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
     other = deque(sorted((u for u in units if u.arm.backend != "ray"),
                          key=lambda u: (u.arm.optimizer not in ("gp", "auto", "bohb", "hyperband"), u.problem)))
     total = len(ray_queue) + len(other)
-    hints: dict[tuple[str, str, float | None], int] = {}
     running: dict[Future[Outcome], bool] = {}  # future -> is a Ray unit
     outcomes: list[Outcome] = []
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
@@ -354,8 +380,6 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
 
         def submit(queue: deque[Unit], executor: ProcessPoolExecutor, is_ray: bool) -> None:
             unit = queue.popleft()
-            if unit.hint_key in hints:
-                unit = replace(unit, trials_hint=hints[unit.hint_key])
             running[executor.submit(run_unit, unit, root)] = is_ray
 
         while other or ray_queue or running:
@@ -372,9 +396,6 @@ def run_units(units: Sequence[Unit], workers: int = 2, progress: bool = True) ->
                 del running[f]
                 out = f.result()
                 outcomes.append(out)
-                if out.trials_needed is not None:
-                    key = out.unit.hint_key
-                    hints[key] = max(hints.get(key, 0), math.ceil(out.trials_needed * 11 / 10))
                 if progress and (out.error or len(outcomes) % 50 == 0 or len(outcomes) == total):
                     failed = (f"; {out.unit.problem} {out.unit.arm.label} seed {out.unit.seed} FAILED: "
                               f"{(out.error or '').strip().splitlines()[-1]}") if out.error else ""

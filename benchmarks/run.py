@@ -142,19 +142,14 @@ def _auto_twins(backends: Sequence[str], plan: dict[str, Any]) -> dict[tuple[str
     report shows (so a mismatch would be visible).
     """
     from benchmarks import regret
-    from benchmarks.problems import MF_BUDGET, PROBLEMS
-    from hposdk import Budget
-    from hposdk._auto import choose, installed_engines
-    from hposdk.backends._registry import get_backend
+    from benchmarks.problems import PROBLEMS
 
     twins = {}
     for problem in PROBLEMS.values():
         n_trials = plan["n_trials"] or problem.n_trials
-        budget = Budget(**MF_BUDGET) if problem.multi_fidelity else None
         for backend in backends:
-            choice = choose(problem.space, n_trials=n_trials if not problem.multi_fidelity else math.ceil(
-                plan["units"] or problem.units or 0), capabilities=get_backend(backend).capabilities,
-                installed=installed_engines(), budget=budget, backend=backend)
+            choice = regret.auto_choice(problem, backend, n_trials if not problem.multi_fidelity else math.ceil(
+                plan["units"] or problem.units or 0))
             for arm in regret.arms_for(problem, [backend]):
                 if (arm.backend == backend and arm.optimizer == choice.optimizer and arm.pruner == choice.pruner
                         and not arm.options and not choice.optimizer_options):

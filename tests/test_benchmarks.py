@@ -3,9 +3,9 @@ report has its tables. No timing is asserted: the figures of a quick run mean no
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -121,8 +121,7 @@ def test_ray_slots_grow_as_the_other_units_leave_workers_idle() -> None:
     assert ray_slots(other_running=0, other_queued=0, workers=8) == RAY_DRIVERS
 
 
-def test_run_units_shares_one_ray_runtime_and_hands_trial_hints_to_later_seeds(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_units_shares_one_ray_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
     from benchmarks.regret import Arm, Unit, run_units
 
@@ -138,7 +137,26 @@ def test_run_units_shares_one_ray_runtime_and_hands_trial_hints_to_later_seeds(
         (u.problem, u.arm.label, u.seed) for u in units)
     assert not [o.error for o in outcomes if o.error]
     assert all(o.evaluations == 4 for o in outcomes if o.unit.arm.backend == "ray")
-    mf = {o.unit.seed: o for o in outcomes if o.unit.problem == "hartmann6_mf"}
-    # One worker: seed 1 starts after seed 0 finished, from the trials seed 0 needed (plus 10%).
-    assert mf[0].unit.trials_hint is None and mf[0].trials_needed is not None
-    assert mf[1].unit.trials_hint == math.ceil(mf[0].trials_needed * 11 / 10)
+    assert all(o.evaluations >= 2 for o in outcomes if o.unit.problem == "hartmann6_mf")
+
+
+@pytest.mark.parametrize("backend,pruner", [("local", "hyperband"), ("ray", "asha")])
+def test_a_pruned_multi_fidelity_run_stops_once_its_budget_is_spent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, pruner: str) -> None:
+    from benchmarks.problems import MF_MAX, PROBLEMS
+    from benchmarks.regret import MF_TRIAL_CAP, Arm, _run_multi_fidelity
+    from hposdk import load_study
+
+    if backend == "ray":
+        pytest.importorskip("ray")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    problem = dataclasses.replace(PROBLEMS["hartmann6_mf"], units=10.0)
+    arm = Arm(backend, "tpe", pruner=pruner, multi_fidelity_only=True)
+    _, n, *_ = _run_multi_fidelity(problem, arm, 0, tmp_path)
+    (record,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    trials = sorted(load_study(record.name, storage=tmp_path).trials, key=lambda t: t.number)
+    epochs = [len(t.reports) for t in trials]
+    assert len(trials) == n < MF_TRIAL_CAP * 10
+    assert n > 10 and any(e < MF_MAX for e in epochs)  # pruned trials: the budget bought more than 10
+    # The study stopped at the trial that spent the budget: not one trial before, not one after.
+    assert sum(epochs[:-1]) < 10 * MF_MAX <= sum(epochs)
