@@ -159,6 +159,13 @@ def _study(problem: Problem, arm: Arm, seed: int, root: Path, n_trials: int, nam
                  fixed=fixed, backend_options=_backend_options(arm.backend))
 
 
+def study_name(problem: Problem, seed: int) -> str:
+    """One name for a (problem, seed) on every arm, as a user running one study on two backends
+    would give it: Optuna's HyperbandPruner puts trials in brackets by the study's name (each unit
+    has a directory of its own, so the names never meet)."""
+    return f"{problem.name}-{seed}"
+
+
 def _chosen(study: Any, result: Any) -> str:
     choice = getattr(study, "optimizer_choice", None)
     if choice is not None:
@@ -167,7 +174,7 @@ def _chosen(study: Any, result: Any) -> str:
 
 
 def _run_single(problem: Problem, arm: Arm, seed: int, root: Path) -> tuple[float, int, str]:
-    study = _study(problem, arm, seed, root, problem.n_trials, f"{problem.name}-{arm.backend}-{arm.optimizer}-{seed}")
+    study = _study(problem, arm, seed, root, problem.n_trials, study_name(problem, seed))
     result = study.optimize()
     values = [problem.regret(t.params) for t in result.trials if t.value is not None]
     return (min(values) if values else math.nan), len(result.trials), _chosen(study, result)
@@ -224,7 +231,7 @@ def _run_multi_fidelity(problem: Problem, arm: Arm, seed: int, root: Path) -> tu
     from .multifidelity import as_evaluations, history_of, ray_bohb_trials, regret_at, schedule, spent
 
     units = float(problem.units or 0)
-    name = f"{problem.name}-{arm.backend}-{arm.optimizer}{'-' + arm.pruner if arm.pruner else ''}-{seed}"
+    name = study_name(problem, seed)
     ray_bohb = arm.backend == "ray" and arm.optimizer == "bohb"
     callbacks: list[Any] = []
     if arm.backend == "local" and arm.optimizer in ("bohb", "hyperband"):
