@@ -450,7 +450,6 @@ class Study:
         self.objective = objective
         self.resume = resume
         self._session: RunSession | None = None  # while optimize() runs (what stop() stops)
-        self._stopped = False
         self.progress = progress
         name = cfg.name or _default_name(objective)
         if not _NAME.match(name):
@@ -688,8 +687,7 @@ class Study:
         if session is None:
             raise RuntimeError(f"study {self.name!r} is not running: Study.stop() stops a running optimize(). "
                                "Fix: call it from a callback, optimize(callbacks=[...])")
-        session.stopping = True
-        self._stopped = True
+        session.stopping = session.stopped = True
 
     def _optimize_shared(self, hooks: list[Callable[[TrialResult], object]]) -> StudyResult:
         from ._progress import Progress
@@ -718,7 +716,7 @@ class Study:
              result: Callable[[], StudyResult]) -> StudyResult:
         backend = self.backend_cls()
         progress.start(session.finished)
-        self._session, self._stopped = session, False
+        self._session = session
         try:
             with _sigterm_as_interrupt():
                 backend.run(self.spec, session)
@@ -729,7 +727,7 @@ class Study:
                            "Rerun the same study to resume it.")
             raise
         else:
-            if session.callback_error is not None or self._stopped:
+            if session.callback_error is not None or session.stopped:
                 why = "a callback raised" if session.callback_error is not None else "Study.stop()"
                 journal.note(kind="stopped", by=why, finished=len(session.finished))
                 progress.close()

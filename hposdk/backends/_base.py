@@ -351,6 +351,8 @@ class RunSession:
         #: The first exception a callback raised: the study stops starting trials and
         #: ``Study.optimize`` raises it once the record is closed (never from inside an engine's loop).
         self.callback_error: Exception | None = None
+        #: ``Study.stop()`` was called (``stopping`` is also set by a config error or a callback's).
+        self.stopped = False
         self._unread_warned = False
 
     # --- trial budget --------------------------------------------------------------------------

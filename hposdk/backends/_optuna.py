@@ -158,6 +158,11 @@ class PrunerPlan:
                 defaults["max_resource"] = max(1, int(budget.max_budget))
             self.options = {**defaults, **self.options}
 
+    @classmethod
+    def of(cls, spec: Any) -> PrunerPlan:
+        """The plan of a study (a ``StudySpec``): its pruner, ``pruner_options`` and ``budget``."""
+        return cls(spec.pruner, dict(spec.pruner_options), spec.budget)
+
     def make(self) -> Any:
         """A new Optuna pruner (Optuna's ``NopPruner`` without one: its own default would be a median)."""
         import optuna

@@ -186,11 +186,8 @@ class _Engine:
 
         # One budget protocol (see _optuna.PrunerPlan): with a study budget, the successive-halving
         # pruners take their rungs from it and count reports, as Ray's ASHA does.
-        self.pruning = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
+        self.pruning = _optuna.PrunerPlan.of(spec)
         self._reports: dict[int, int] = {}  # pruning trial number -> reports so far
-
-        def make_pruner() -> Any:
-            return self.pruning.make()
 
         # Grid and random search without a pruner need nothing from Optuna: skip the mirror
         # (Optuna's in-memory storage deep-copies trials, most of the per-trial cost).
@@ -198,10 +195,9 @@ class _Engine:
         # Named after the study: Optuna's HyperbandPruner assigns brackets by hashing the name and trial
         # number, so a random "no-name-<uuid>" would make seeded studies and resumes irreproducible.
         self.study = (
-            # No pruner means no pruning: Optuna's own default (pruner=None) is a MedianPruner.
+            # No pruner means no pruning (PrunerPlan.make: Optuna's own default is a MedianPruner).
             optuna.create_study(study_name=spec.name, directions=directions, sampler=sampler,
-                                pruner=make_pruner() if spec.pruner is not None and not shadow
-                                else optuna.pruners.NopPruner())
+                                pruner=self.pruning.make() if not shadow else optuna.pruners.NopPruner())
             if self.mirror else None
         )
         self.prune_study = None
@@ -211,7 +207,7 @@ class _Engine:
             pdir: Any = "minimize" if self.goals.pruning_mode == "min" else "maximize"
             self.prune_study = optuna.create_study(
                 study_name=spec.name, direction=pdir, sampler=optuna.samplers.RandomSampler(seed=spec.seed),
-                pruner=make_pruner())
+                pruner=self.pruning.make())
         self.grid = GridCursor(spec.space)
 
     def take(self, params: dict[str, Any]) -> None:

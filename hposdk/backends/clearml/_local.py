@@ -55,7 +55,7 @@ def make_strategy(spec: StudySpec, options: ClearMLOptions, finished: Iterable[T
     finished = sorted(finished, key=lambda t: t.number)
     goals = spec.goals
     # The budget protocol's rungs and report counting, as on the local backend (_optuna.PrunerPlan).
-    plan = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
+    plan = _optuna.PrunerPlan.of(spec)
     history = [history_entry(t, goals, plan) for t in finished]
     names, modes = list(goals.objectives), list(goals.objectives.values())
     common: dict[str, Any] = dict(
@@ -136,7 +136,7 @@ class ClearMLEngine:
         self.spec = spec
         self.goals = spec.goals
         self.prune_metric = spec.pruning_metric
-        self.pruning = _optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget)
+        self.pruning = _optuna.PrunerPlan.of(spec)
         self.strategy = make_strategy(spec, options, finished)
         self.tpe = spec.optimizer == "tpe"
         self._pending: dict[str, Any] = {}

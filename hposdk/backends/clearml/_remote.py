@@ -268,7 +268,7 @@ def build_optimizer_kwargs(
         hposdk_taken=[dict(p) for p in running],
         hposdk_pruner=spec.pruner,
         # The budget's rungs, as on the local backend (steps here are ClearML iterations, see docs).
-        hposdk_pruner_options=_optuna.PrunerPlan(spec.pruner, dict(spec.pruner_options), spec.budget).options,
+        hposdk_pruner_options=_optuna.PrunerPlan.of(spec).options,
         hposdk_objectives=dict(goals.objectives),
         hposdk_pruning={"metric": spec.pruning_metric, "mode": goals.pruning_mode, "title": prune_title,
                         "series": prune_series},
